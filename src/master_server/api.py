@@ -1,0 +1,12 @@
+"""Every feature's router, mounted in one place."""
+
+from fastapi import APIRouter
+
+from master_server.auth.router import router as auth_router
+from master_server.health.router import router as health_router
+from master_server.users.router import router as users_router
+
+api_router = APIRouter()
+api_router.include_router(health_router)
+api_router.include_router(auth_router)
+api_router.include_router(users_router)

@@ -1,0 +1,53 @@
+"""The ASGI application: `create_app()` and the lifespan that owns the engine."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+
+from master_server import __version__
+from master_server.api import api_router
+from master_server.core.config import Settings, get_settings
+from master_server.core.db import Database, create_engine
+from master_server.core.errors import install_error_handlers
+from master_server.core.logging import configure_logging
+from master_server.core.middleware import RequestBodyMiddleware, RequestLogMiddleware
+from master_server.core.security import PasswordHashing
+
+log = structlog.get_logger(__name__)
+
+
+def create_app(
+    settings: Settings | None = None, *, database: Database | None = None
+) -> FastAPI:
+    """Build the app. A `database` passed in is used as is and left open."""
+    settings = settings or get_settings()
+    configure_logging(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = database is None
+        app.state.database = database or Database(create_engine(settings))
+        log.info("server.started", database=app.state.database.engine.dialect.name)
+        try:
+            yield
+        finally:
+            if owned:
+                await app.state.database.dispose()
+            log.info("server.stopped")
+
+    app = FastAPI(
+        title="master_server",
+        version=__version__,
+        summary="Control plane for a fleet of remote Linux devices.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.password_hashing = PasswordHashing(settings)
+    install_error_handlers(app)
+    app.include_router(api_router)
+    # Added last, so it runs first: the request id covers everything below it.
+    app.add_middleware(RequestBodyMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestLogMiddleware)
+    return app

@@ -1,0 +1,81 @@
+"""`masterctl`: the operator's command line."""
+
+import asyncio
+import sys
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from master_server.core.config import get_settings
+from master_server.core.db import Database, create_engine
+from master_server.core.logging import configure_logging
+from master_server.core.migrations import upgrade
+from master_server.core.security import PasswordHashing
+from master_server.models import UserRole
+from master_server.users import service as user_service
+from master_server.users.errors import UsernameTaken
+from master_server.users.schemas import UserCreate
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply every pending database migration and exit."""
+    settings = get_settings()
+    configure_logging(settings)
+    upgrade(settings.database_url)
+    typer.echo("database is up to date")
+
+
+@app.command("bootstrap-admin")
+def bootstrap_admin(
+    username: Annotated[
+        str | None, typer.Option(help="Username; asked for when left out.")
+    ] = None,
+    password_stdin: Annotated[
+        bool, typer.Option(help="Read the password from the first line of stdin.")
+    ] = False,
+) -> None:
+    """Create an admin user (the first one, or another)."""
+    settings = get_settings()
+    configure_logging(settings)
+
+    if username is None:
+        username = typer.prompt("Username")
+    if password_stdin:
+        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        new_user = UserCreate(username=username, password=password, role=UserRole.ADMIN)
+    except ValidationError as exc:
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            typer.echo(f"error: {field}: {error['msg']}", err=True)
+        raise typer.Exit(1) from None
+
+    upgrade(settings.database_url)
+    try:
+        asyncio.run(_create_admin(new_user))
+    except UsernameTaken:
+        typer.echo(f"error: user {username!r} already exists", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"admin {username!r} created")
+
+
+async def _create_admin(new_user: UserCreate) -> None:
+    settings = get_settings()
+    database = Database(create_engine(settings))
+    try:
+        async for db in database.session():
+            await user_service.create_user(
+                db,
+                PasswordHashing(settings),
+                username=new_user.username,
+                password=new_user.password,
+                role=new_user.role,
+            )
+    finally:
+        await database.dispose()

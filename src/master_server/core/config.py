@@ -1,0 +1,62 @@
+"""Settings, read once from `MASTER_*` environment variables and a `.env` file.
+
+The flat variable names are the ones `API.md` fixes; in code they are grouped by
+concern through the sub-models' field prefixes, not by nesting the variables.
+"""
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MASTER_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        env_ignore_empty=True,
+    )
+
+    # Database
+    database_url: str = "sqlite:///./master.db"
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+
+    # HTTP server
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    # None picks for you: one per core on PostgreSQL, always one on SQLite.
+    workers: int | None = Field(default=None, ge=1, le=64)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+
+    # Logging
+    log_level: LogLevel = "info"
+    log_format: Literal["json", "console"] = "json"
+
+    # Auth
+    session_ttl: int = Field(default=86_400, ge=60, description="seconds")
+    otp_issuer: str = "master_server"
+    argon2_time_cost: int = Field(default=3, ge=1)
+    argon2_memory_cost: int = Field(default=65_536, ge=8, description="KiB")
+    argon2_parallelism: int = Field(default=4, ge=1)
+
+    # Fleet
+    heartbeat_timeout: int = Field(default=90, ge=1, description="seconds")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_log_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,203 @@
+"""Domain errors and the handlers that render every error in the API's shape.
+
+Every refusal the server gives is a `MasterServerError` carrying an HTTP status
+and a stable `code`; features subclass these next to their own code::
+
+    MasterServerError
+    ├── BadRequest                 400
+    ├── NotAuthenticated           401
+    ├── Forbidden                  403
+    ├── NotFound                   404
+    ├── Conflict                   409
+    ├── PayloadTooLarge            413
+    ├── UnsupportedMediaType       415
+    └── ServiceUnavailable         503
+
+Errors that do not come from us (Starlette's 404 and 405, FastAPI's 422, an
+unexpected exception) are rendered in the same `{"error", "code"}` body.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = structlog.get_logger(__name__)
+
+
+class MasterServerError(Exception):
+    status_code = 500
+    code = "internal_error"
+    message = "internal server error"
+
+    def __init__(self, message: str | None = None, **extra: Any) -> None:
+        self.message = message or self.message
+        self.extra = extra
+        super().__init__(self.message)
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.message, "code": self.code, **self.extra}
+
+
+class BadRequest(MasterServerError):
+    status_code = 400
+    code = "bad_request"
+    message = "bad request"
+
+
+class NotAuthenticated(MasterServerError):
+    status_code = 401
+    code = "not_authenticated"
+    message = "not authenticated"
+
+
+class Forbidden(MasterServerError):
+    status_code = 403
+    code = "forbidden"
+    message = "your role does not allow this"
+
+
+class NotFound(MasterServerError):
+    status_code = 404
+    code = "not_found"
+    message = "not found"
+
+
+class Conflict(MasterServerError):
+    status_code = 409
+    code = "conflict"
+    message = "conflict"
+
+
+class PayloadTooLarge(MasterServerError):
+    status_code = 413
+    code = "payload_too_large"
+    message = "request body is too large"
+
+
+class UnsupportedMediaType(MasterServerError):
+    status_code = 415
+    code = "unsupported_media_type"
+    message = "request body must be application/json"
+
+
+class ServiceUnavailable(MasterServerError):
+    status_code = 503
+    code = "service_unavailable"
+    message = "the service is temporarily unavailable, retry later"
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response."""
+
+    error: str
+    code: str
+
+
+class ValidationIssue(BaseModel):
+    field: str
+    location: str
+    message: str
+    type: str
+
+
+class ValidationErrorBody(ErrorBody):
+    details: list[ValidationIssue]
+
+
+def error_responses(*errors: type[MasterServerError]) -> dict[int | str, Any]:
+    """OpenAPI `responses=` for the errors an endpoint can raise."""
+    responses: dict[int | str, Any] = {}
+    for error in errors:
+        entry = responses.setdefault(
+            error.status_code, {"model": ErrorBody, "description": error.message}
+        )
+        if error.message not in entry["description"]:
+            entry["description"] += f"; {error.message}"
+    return responses
+
+
+_STATUS_CODES = {
+    400: ("bad_request", "bad request"),
+    401: ("not_authenticated", "not authenticated"),
+    403: ("forbidden", "forbidden"),
+    404: ("not_found", "not found"),
+    405: ("method_not_allowed", "method not allowed"),
+    406: ("not_acceptable", "not acceptable"),
+    413: ("payload_too_large", "request body is too large"),
+    415: ("unsupported_media_type", "unsupported media type"),
+}
+
+
+def validation_details(errors: Sequence[Any]) -> list[dict[str, str]]:
+    """One entry per bad field: its name, where it was, and what is wrong."""
+    details = []
+    for error in errors:
+        loc = [str(part) for part in error.get("loc", ())]
+        location = loc[0] if loc and loc[0] in _LOCATIONS else "body"
+        names = loc[1:] if loc and loc[0] in _LOCATIONS else loc
+        if error.get("type") == "json_invalid":
+            names = []  # the position in the text, not a field
+        details.append(
+            {
+                "field": ".".join(names) or location,
+                "location": location,
+                "message": str(error.get("msg", "invalid value")),
+                "type": str(error.get("type", "value_error")),
+            }
+        )
+    return details
+
+
+_LOCATIONS = {"body", "query", "path", "header", "cookie"}
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, MasterServerError)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code, default_message = _STATUS_CODES.get(exc.status_code, ("http_error", "error"))
+    detail = exc.detail if isinstance(exc.detail, str) else default_message
+    message = detail if detail and detail[0].islower() else default_message
+    return JSONResponse(
+        {"error": message, "code": code},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = validation_details(exc.errors())
+    names = ", ".join(sorted({d["field"] for d in details})) or "request"
+    return JSONResponse(
+        {
+            "error": f"invalid input: {names}",
+            "code": "validation_error",
+            "details": details,
+        },
+        status_code=422,
+    )
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("http.unhandled_error", error_type=type(exc).__name__)
+    return JSONResponse(
+        {"error": "internal server error", "code": "internal_error"}, status_code=500
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(MasterServerError, _domain_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,41 @@
+"""Alembic environment: runs migrations over the app's async engine."""
+
+import asyncio
+
+from alembic import context
+from sqlalchemy.engine import Connection
+
+from master_server.core.config import get_settings
+from master_server.core.db import create_engine
+from master_server.models import Base
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def _run(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def _run_online() -> None:
+    url = config.get_main_option("sqlalchemy.url") or get_settings().database_url
+    engine = create_engine(get_settings(), url=url)
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(_run)
+            await connection.commit()
+    finally:
+        await engine.dispose()
+
+
+if context.is_offline_mode():
+    raise SystemExit("offline migrations are not supported; run `masterctl migrate`")
+
+asyncio.run(_run_online())

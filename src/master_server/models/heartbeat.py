@@ -1,0 +1,29 @@
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Float, ForeignKey, Index
+from sqlalchemy.orm import Mapped, mapped_column
+
+from master_server.models.base import (
+    Base,
+    JSONDocument,
+    SequenceKey,
+    UTCDateTime,
+    utcnow,
+)
+
+
+class Heartbeat(Base):
+    """One heartbeat in a client's history; the latest is also on the client."""
+
+    __tablename__ = "heartbeats"
+    __table_args__ = (Index("ix_heartbeats_client_id_seq", "client_id", "seq"),)
+
+    seq: Mapped[int] = mapped_column(SequenceKey, primary_key=True, autoincrement=True)
+    client_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("clients.id", ondelete="CASCADE")
+    )
+    uptime_s: Mapped[float | None] = mapped_column(Float, default=None)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
