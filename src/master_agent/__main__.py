@@ -1,0 +1,3 @@
+from master_agent.cli import app
+
+app(prog_name="master-agent")
