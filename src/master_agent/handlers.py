@@ -142,7 +142,10 @@ class _CappedBuffer:
             self.data += chunk[: max(room, 0)]
 
     def text(self) -> str:
-        return self.data.decode("utf-8", errors="replace")
+        # The server refuses NUL in text (PostgreSQL cannot store it), so
+        # binary output is made printable rather than turned into a refused ack.
+        text = self.data.decode("utf-8", errors="replace")
+        return text.replace("\x00", "\ufffd")
 
 
 class Exec:

@@ -244,6 +244,14 @@ async def test_exec_caps_output_at_64_kib_by_default() -> None:
     assert outcome.result["truncated"] is True
 
 
+async def test_exec_output_never_carries_nul_characters() -> None:
+    command = python_command('import sys; sys.stdout.buffer.write(b"a\\x00b\\xff")')
+
+    outcome = await registry(command).dispatch("exec", {"command": command})
+
+    assert outcome.result["stdout"] == "a\ufffdb\ufffd"
+
+
 async def test_exec_reports_a_command_that_cannot_start() -> None:
     command = "/nonexistent/binary --flag"
 
