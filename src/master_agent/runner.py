@@ -11,7 +11,7 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
 from typing import Any, NoReturn, TypeVar
 
@@ -58,15 +58,34 @@ EVENT_QUEUE_SIZE = 500
 # Ids of recently acked commands, so a command delivered twice runs once.
 REMEMBERED_ACKS = 1000
 
+# Messages for the operator (stderr) and for command results.
 INTERRUPTED_BY_CRASH = "interrupted: the agent stopped before the command finished"
 INTERRUPTED_BY_STOP = "interrupted: the agent was stopped while the command ran"
+RESULT_REFUSED = "the server refused the command's result"
+NOT_REGISTERED = (
+    "this client is not registered yet (no state in {state_dir}): pass "
+    "--provision-key or set MASTER_AGENT_PROVISION_KEY to the key shown when the "
+    "client was created"
+)
+PROVISION_KEY_REJECTED = (
+    "provision key invalid or already used: ask an admin for a new key "
+    "(POST /clients/{id}/provision-key) and run again with --provision-key NEW_KEY"
+)
+TOKEN_REJECTED = (
+    "the server refused this client's token: it was revoked or the client was "
+    "deleted. To re-provision: delete the state directory {state_dir}, ask an "
+    "admin for a new key (POST /clients/{client_id}/provision-key) and run again "
+    "with --provision-key NEW_KEY"
+)
 
 
 class ExitCode(IntEnum):
+    # Stopped by SIGTERM or SIGINT, after saying goodbye to the server.
     OK = 0
+    # A bug: something the agent did not expect ended it.
     ERROR = 1
     # The operator has to act: a refused provision key or token, or unusable
-    # configuration or state.
+    # configuration or state. Restarting as is would fail the same way.
     NEEDS_OPERATOR = 2
 
 
@@ -218,10 +237,7 @@ class Agent:
 
         if self._config.provision_key is None:
             raise AgentFatal(
-                f"this client is not registered yet (no state in "
-                f"{self._config.state_dir}): pass --provision-key or set "
-                "MASTER_AGENT_PROVISION_KEY to the key shown when the client was "
-                "created",
+                NOT_REGISTERED.format(state_dir=self._config.state_dir),
                 ExitCode.NEEDS_OPERATOR,
             )
         provision_key = self._config.provision_key.get_secret_value()
@@ -233,12 +249,7 @@ class Agent:
             )
         except Unauthorized:
             log.error("agent.provision_key_rejected", server=self._config.server)
-            raise AgentFatal(
-                "provision key invalid or already used: ask an admin for a new "
-                "key (POST /clients/{id}/provision-key) and run again with "
-                "--provision-key NEW_KEY",
-                ExitCode.NEEDS_OPERATOR,
-            ) from None
+            raise AgentFatal(PROVISION_KEY_REJECTED, ExitCode.NEEDS_OPERATOR) from None
         except RequestRejected as exc:
             log.error("agent.registration_refused", error=exc.message)
             raise AgentFatal(
@@ -451,7 +462,7 @@ class Agent:
                 return False
         return True
 
-    async def _deliver(self, ack: PendingAck) -> None:
+    async def _deliver(self, ack: PendingAck, *, may_shrink: bool = True) -> None:
         ack_log = self._log.bind(command_id=ack.command_id, command=ack.command)
         try:
             await self._api.acknowledge(ack.command_id, ack.status, ack.result)
@@ -463,6 +474,18 @@ class Agent:
             )
             self._outbox.remove(ack.command_id)
         except RequestRejected as exc:
+            if may_shrink and exc.status_code in (413, 422):
+                # The result itself was refused (too big, or not storable).
+                # A short failure still gives the command a final state.
+                ack_log.warning("command.result_refused", error=exc.message)
+                shrunk = replace(
+                    ack,
+                    status="failed",
+                    result={"error": f"{RESULT_REFUSED}: {exc.message}"},
+                )
+                self._outbox.put(shrunk)
+                await self._deliver(shrunk, may_shrink=False)
+                return
             ack_log.error(
                 "command.ack_rejected",
                 status=ack.status,
@@ -576,11 +599,9 @@ class Agent:
         client_id = self._credentials.client_id if self._credentials else "{id}"
         self._log.error("agent.token_rejected", error=error.message)
         return AgentFatal(
-            "the server refused this client's token: it was revoked or the client "
-            "was deleted. To re-provision: delete the state directory "
-            f"{self._config.state_dir}, ask an admin for a new key "
-            f"(POST /clients/{client_id}/provision-key) and run again with "
-            "--provision-key NEW_KEY",
+            TOKEN_REJECTED.format(
+                state_dir=self._config.state_dir, client_id=client_id
+            ),
             ExitCode.NEEDS_OPERATOR,
         )
 

@@ -3,16 +3,16 @@ import stat
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from structlog.testing import capture_logs
 
 from master_agent.config import AgentConfig
 from master_agent.runner import Agent, AgentFatal, ExitCode
-from master_agent.state import Outbox, PendingAck, StateStore
+from master_agent.state import AgentState, Outbox, PendingAck, StateStore
 
-from .conftest import FakeServer
+from .fakes import FakeServer
 
 MakeConfig = Callable[..., AgentConfig]
 
@@ -45,11 +45,13 @@ class Running:
             return await self.task
 
 
-def ack_of(command_id: str, result: Any, status: str = "acked") -> PendingAck:
+def ack_of(
+    command_id: str, result: Any, status: Literal["acked", "failed"] = "acked"
+) -> PendingAck:
     return PendingAck(
         command_id=command_id,
         command="echo",
-        status=status,  # type: ignore[arg-type]
+        status=status,
         result=result,
         finished_at=datetime.now(UTC),
     )
@@ -62,8 +64,6 @@ def store_ack(state_dir: Path, ack: PendingAck) -> None:
 
 
 def save_registration(state_dir: Path, server: FakeServer) -> None:
-    from master_agent.state import AgentState
-
     StateStore(state_dir).save(
         AgentState(
             client_id=server.client_id,
@@ -287,6 +287,38 @@ async def test_a_conflicting_ack_is_dropped_from_the_outbox(
 
     assert fake_server.acks["cmd-conflict"]["status"] == "failed"
     assert any(entry["event"] == "command.ack_conflict" for entry in logs)
+
+
+async def test_a_refused_result_is_replaced_by_a_short_failure(
+    make_config: MakeConfig, fake_server: FakeServer, state_dir: Path
+) -> None:
+    fake_server.refuse_ack = lambda body: body["status"] == "acked"
+    command_id = fake_server.enqueue("echo", {"big": "x" * 1000})
+
+    running = Running(make_config(), fake_server)
+    await running.until(lambda: command_id in fake_server.acks)
+    await running.stopped()
+
+    ack = fake_server.acks[command_id]
+    assert ack["status"] == "failed"
+    assert ack["result"]["error"].startswith("the server refused the command's result")
+    assert Outbox(state_dir).pending() == []
+
+
+async def test_an_ack_refused_even_when_shrunk_is_set_aside(
+    make_config: MakeConfig, fake_server: FakeServer, state_dir: Path
+) -> None:
+    fake_server.refuse_ack = lambda body: True
+    command_id = fake_server.enqueue("echo", {"n": 1})
+
+    running = Running(make_config(), fake_server)
+    await running.until(
+        lambda: (state_dir / "outbox" / "rejected" / f"{command_id}.json").exists()
+    )
+    await running.stopped()
+
+    assert command_id not in fake_server.acks
+    assert Outbox(state_dir).pending() == []
 
 
 async def test_a_command_cut_short_by_a_crash_is_acked_failed_at_start(
