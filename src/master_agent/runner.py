@@ -184,6 +184,12 @@ class Agent:
         raise AgentFatal(f"unexpected error: {error!r}", ExitCode.ERROR)
 
     async def _main(self) -> None:
+        log.info(
+            "agent.starting",
+            version=__version__,
+            server=self._config.server,
+            state_dir=str(self._config.state_dir),
+        )
         try:
             self._store.lock()
             self._outbox.open()
@@ -440,12 +446,12 @@ class Agent:
             or self._outbox.is_inflight(command_id)
         )
 
-    async def _flush_outbox(self) -> bool:
+    async def _flush_outbox(self) -> None:
         """Send the stored acks, oldest first, until one cannot go through.
 
-        Returns whether the outbox is now empty. A failure is logged and left
-        for the next flush rather than raised: polling goes on meanwhile, so
-        one ack the server keeps failing on does not hold up new commands.
+        A failure is logged and left for the next flush rather than raised:
+        polling goes on meanwhile, so one ack the server keeps failing on does
+        not hold up new commands.
         """
         pending = self._outbox.pending()
         for sent, ack in enumerate(pending):
@@ -459,8 +465,7 @@ class Agent:
                     unsent_acks=len(pending) - sent,
                     error=exc.message,
                 )
-                return False
-        return True
+                return
 
     async def _deliver(self, ack: PendingAck, *, may_shrink: bool = True) -> None:
         ack_log = self._log.bind(command_id=ack.command_id, command=ack.command)
