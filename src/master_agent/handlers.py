@@ -8,6 +8,7 @@ acked ``failed`` too, so one bad command never stops the agent.
 
 import asyncio
 import contextlib
+import json
 import math
 import os
 import shlex
@@ -28,6 +29,9 @@ HEARTBEAT_INTERVAL_MAX_SECONDS = 86400.0
 EXEC_DEFAULT_TIMEOUT_SECONDS = 30.0
 EXEC_MAX_TIMEOUT_SECONDS = 3600.0
 EXEC_OUTPUT_LIMIT_BYTES = 64 * 1024
+# The server refuses an ack result over 64 KiB of JSON. The whole exec result
+# is trimmed to fit below that, with room left for the "error" field.
+EXEC_RESULT_LIMIT_BYTES = 62 * 1024
 # After a kill, how long to wait for the pipes to close before giving up on
 # output that a stray grandchild may still be holding open.
 _EXEC_DRAIN_SECONDS = 2.0
@@ -152,9 +156,10 @@ class Exec:
     """Run one allowlisted command line, exactly as configured, without a shell.
 
     Payload ``{"command": "df -h", "timeout_seconds"?: n}``. The result is
-    ``{"exit_code", "stdout", "stderr", "truncated", "timed_out"}``, each stream
-    capped at `EXEC_OUTPUT_LIMIT_BYTES`. A non-zero exit or a timeout acks
-    ``failed`` with the same result plus ``error``.
+    ``{"exit_code", "stdout", "stderr", "truncated", "timed_out"}``: each stream
+    is read up to `EXEC_OUTPUT_LIMIT_BYTES`, then both are trimmed until the
+    result fits in `EXEC_RESULT_LIMIT_BYTES` of JSON. A non-zero exit or a
+    timeout acks ``failed`` with the same result plus ``error``.
     """
 
     def __init__(
@@ -162,9 +167,11 @@ class Exec:
         allowed: Iterable[str],
         *,
         output_limit_bytes: int = EXEC_OUTPUT_LIMIT_BYTES,
+        result_limit_bytes: int = EXEC_RESULT_LIMIT_BYTES,
     ) -> None:
         self._argv_by_command = {command: shlex.split(command) for command in allowed}
         self._output_limit_bytes = output_limit_bytes
+        self._result_limit_bytes = result_limit_bytes
 
     async def __call__(self, payload: Any) -> dict[str, Any]:
         if not self._argv_by_command:
@@ -236,11 +243,52 @@ class Exec:
             "truncated": stdout.truncated or stderr.truncated,
             "timed_out": timed_out,
         }
+        _trim_to_fit(result, self._result_limit_bytes)
         if timed_out:
             raise CommandFailed(f"timed out after {timeout_seconds:g} s", result)
         if process.returncode != 0:
             raise CommandFailed(_describe_exit(process.returncode), result)
         return result
+
+
+def _json_size(value: Any) -> int:
+    # Measured the way the server measures: compact, UTF-8, no ASCII escapes.
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def _trim_to_fit(result: dict[str, Any], limit_bytes: int) -> None:
+    """Cut the ends of stdout and stderr so that ``result`` fits.
+
+    When both are long each keeps half the room; a short one keeps all of
+    itself and leaves the rest to the other.
+    """
+    streams = ("stdout", "stderr")
+    room = limit_bytes - _json_size({**result, "stdout": "", "stderr": ""})
+    sizes = {name: _json_size(result[name]) - 2 for name in streams}
+    if sum(sizes.values()) <= room:
+        return
+
+    smaller, bigger = sorted(streams, key=sizes.__getitem__)
+    shares = {smaller: min(sizes[smaller], room // 2)}
+    shares[bigger] = room - shares[smaller]
+    for name in streams:
+        if sizes[name] > shares[name]:
+            result[name] = _prefix_within(result[name], shares[name])
+    result["truncated"] = True
+
+
+def _prefix_within(text: str, max_bytes: int) -> str:
+    """The longest start of ``text`` that serializes to at most ``max_bytes``."""
+    # A character takes one byte ("a") to six ("\u0001") once serialized, so
+    # the cut point is searched for rather than computed.
+    low, high = 0, len(text)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _json_size(text[:middle]) - 2 <= max_bytes:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low]
 
 
 def _kill_group(pid: int) -> None:

@@ -1,4 +1,5 @@
 import asyncio
+import json
 import sys
 import time
 from datetime import UTC, datetime
@@ -235,13 +236,18 @@ async def test_exec_caps_each_output_stream_and_says_so() -> None:
     assert result["exit_code"] == 0
 
 
-async def test_exec_caps_output_at_64_kib_by_default() -> None:
-    command = python_command('import sys; sys.stdout.write("y" * 200000)')
+async def test_exec_results_fit_the_servers_64_kib_limit_on_results() -> None:
+    command = python_command(
+        'import sys; sys.stdout.write("\\x01" * 200000); '
+        'sys.stderr.buffer.write(b"\\xff" * 200000)'
+    )
 
     outcome = await registry(command).dispatch("exec", {"command": command})
 
-    assert len(outcome.result["stdout"]) == 64 * 1024
+    serialized = json.dumps(outcome.result, separators=(",", ":"), ensure_ascii=False)
+    assert len(serialized.encode()) <= 64 * 1024
     assert outcome.result["truncated"] is True
+    assert outcome.result["stdout"] and outcome.result["stderr"]
 
 
 async def test_exec_output_never_carries_nul_characters() -> None:
