@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from master_server.auth.dependencies import AuthenticatedClient, Caller
 from master_server.auth.service import AuthenticatedUser
-from master_server.clients.errors import ClientNotFound
+from master_server.clients.errors import AdminRequired, ClientNotFound
 from master_server.models import Client, UserClient, UserRole
 
 
@@ -40,3 +40,14 @@ async def ensure_visible(
 
 def is_admin(caller: Caller) -> bool:
     return isinstance(caller, AuthenticatedUser) and caller.user.role == UserRole.ADMIN
+
+
+def ensure_admin(caller: Caller) -> None:
+    """Raise AdminRequired unless `caller` is an admin.
+
+    Call it after `ensure_visible`, so that a user asking about a client that
+    is not theirs gets the same 404 as for a missing one, never a 403 that
+    would confirm the client exists.
+    """
+    if not is_admin(caller):
+        raise AdminRequired

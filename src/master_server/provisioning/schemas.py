@@ -1,0 +1,26 @@
+import uuid
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from master_server.clients.validation import IPAddress, Port
+
+
+class RegistrationRequest(BaseModel):
+    """A device's first call: its provision key and, optionally, its network."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provision_key: str = Field(
+        min_length=1, max_length=256, description="The one-time key from the admin."
+    )
+    eth0: IPAddress | None = None
+    wlan0: IPAddress | None = None
+    service_port: Port | None = None
+
+
+class RegistrationResponse(BaseModel):
+    client_id: uuid.UUID
+    token: str = Field(
+        description="The client's bearer token for every later call; shown only "
+        "here, only its hash is stored."
+    )
