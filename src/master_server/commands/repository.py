@@ -80,9 +80,9 @@ async def claim_pending(
     On PostgreSQL the rows are picked with FOR UPDATE SKIP LOCKED, so a
     concurrent poll skips the rows this one holds instead of waiting for them
     and then handing them out again; a row another poll already committed as
-    sent no longer matches `status = 'pending'` when it is locked. SQLite
-    compiles the lock clause away: it runs one writer at a time, and the app
-    funnels everything through one connection, so the single UPDATE is atomic.
+    sent no longer matches `status = 'pending'` when it is locked. On SQLite
+    one writer runs at a time, and the app funnels everything through one
+    connection, so the single UPDATE is atomic without row locks.
     """
     picked = (
         select(Command.seq)
@@ -92,12 +92,25 @@ async def claim_pending(
         )
         .order_by(Command.seq)
         .limit(limit)
-        .with_for_update(skip_locked=True)
     )
+    if connection.dialect.name == "postgresql":
+        # Materialized, so the locking SELECT runs once. As a plain
+        # `IN (subquery)` the planner may rescan it per row, and each rescan
+        # skips the rows this statement has already updated and locks the
+        # next `limit` ones: one poll could take every pending command.
+        locked = (
+            picked.with_for_update(skip_locked=True)
+            .cte("picked")
+            .prefix_with("MATERIALIZED")
+        )
+        chosen = Command.seq.in_(select(locked.c.seq))
+    else:
+        chosen = Command.seq.in_(picked.scalar_subquery())
+
     result = await connection.execute(
         update(Command)
         .where(
-            Command.seq.in_(picked.scalar_subquery()),
+            chosen,
             Command.status == CommandStatus.PENDING.value,
         )
         .values(status=CommandStatus.SENT.value, sent_at=now)
