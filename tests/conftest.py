@@ -2,4 +2,5 @@ pytest_plugins = [
     "tests.fixtures.database",
     "tests.fixtures.app",
     "tests.fixtures.server",
+    "tests.fixtures.fleet",
 ]

@@ -5,7 +5,9 @@ from fastapi import APIRouter
 from master_server.auth.router import router as auth_router
 from master_server.clients.router import router as clients_router
 from master_server.commands.router import router as commands_router
+from master_server.events.router import router as events_router
 from master_server.health.router import router as health_router
+from master_server.heartbeats.router import router as heartbeats_router
 from master_server.provisioning.router import router as provisioning_router
 from master_server.users.router import router as users_router
 
@@ -17,3 +19,5 @@ api_router.include_router(users_router)
 api_router.include_router(provisioning_router)
 api_router.include_router(clients_router)
 api_router.include_router(commands_router)
+api_router.include_router(heartbeats_router)
+api_router.include_router(events_router)

@@ -14,6 +14,8 @@ from master_server.core.errors import install_error_handlers
 from master_server.core.logging import configure_logging
 from master_server.core.middleware import RequestBodyMiddleware, RequestLogMiddleware
 from master_server.core.security import PasswordHashing
+from master_server.events import service as event_service
+from master_server.heartbeats import service as heartbeat_service
 
 log = structlog.get_logger(__name__)
 
@@ -30,8 +32,12 @@ def create_app(
         owned = database is None
         app.state.database = database or Database(create_engine(settings))
         log.info("server.started", database=app.state.database.engine.dialect.name)
+        # Group-commit writers; leaving the block writes what they still hold.
+        app.state.heartbeat_writer = heartbeat_service.create_writer(app.state.database)
+        app.state.event_writer = event_service.create_writer(app.state.database)
         try:
-            yield
+            async with app.state.heartbeat_writer, app.state.event_writer:
+                yield
         finally:
             if owned:
                 await app.state.database.dispose()

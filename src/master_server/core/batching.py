@@ -1,0 +1,272 @@
+"""Group commit: many requests' writes share one transaction.
+
+Committing costs a round trip and, on PostgreSQL, a WAL flush; doing it once
+per heartbeat caps the server far below what HTTP alone can carry. A
+`BatchWriter` is one task per process that takes the items requests submit,
+gathers those arriving within a few milliseconds (up to `max_batch_size`),
+and hands them to a write function that stores them all in one transaction.
+Only once that transaction has committed is each request answered, so a
+success always means durable.
+
+The write function returns one outcome per item, in order: a result, or a
+`MasterServerError` for an item refused on its own (a bad token, say) while
+the rest of the batch is stored. When the write itself fails, nothing in the
+batch was stored, and every request in it gets a `WriteFailed` (503), which
+devices retry.
+
+Under load the batching needs no timer: while one batch is being written the
+next one fills up, so batches grow with the load and the number of commits
+stays bounded by the database's speed, not by the request rate.
+"""
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Generic, Self, TypeVar
+
+import structlog
+
+from master_server.core.errors import MasterServerError, ServiceUnavailable
+
+log = structlog.get_logger(__name__)
+
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
+
+# One outcome per item, in the order the items were given.
+WriteBatch = Callable[
+    [Sequence[ItemT]], Awaitable[Sequence[ResultT | MasterServerError]]
+]
+
+
+class WriteFailed(ServiceUnavailable):
+    code = "write_failed"
+    message = "the database did not store this write; nothing was stored, retry later"
+
+
+class WriterOverloaded(ServiceUnavailable):
+    code = "overloaded"
+    message = "too many writes are waiting to be stored, retry later"
+
+
+class WriterStopped(ServiceUnavailable):
+    code = "shutting_down"
+    message = "the server is shutting down, retry later"
+
+
+@dataclass(slots=True)
+class _Pending(Generic[ItemT, ResultT]):
+    item: ItemT
+    future: asyncio.Future[ResultT]
+
+
+@dataclass(slots=True)
+class BatchStats:
+    """What a writer has done since it started; for tests and the benchmark."""
+
+    batches: int = 0
+    items: int = 0
+    failed_batches: int = 0
+    largest_batch: int = 0
+    sizes: list[int] = field(default_factory=list)
+
+    def record(self, size: int, *, failed: bool) -> None:
+        self.batches += 1
+        self.items += size
+        self.failed_batches += failed
+        self.largest_batch = max(self.largest_batch, size)
+        if len(self.sizes) < 10_000:
+            self.sizes.append(size)
+
+
+_STOP = object()
+
+
+class BatchWriter(Generic[ItemT, ResultT]):
+    """Writes submitted items in batches, one transaction per batch.
+
+    Use it as an async context manager (or `start()` and `stop()`): stopping
+    refuses new items and writes everything already queued before returning.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        write: WriteBatch[ItemT, ResultT],
+        *,
+        max_batch_size: int = 500,
+        max_delay_seconds: float = 0.002,
+        max_queue_size: int = 20_000,
+        write_timeout_seconds: float = 15.0,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
+        self.name = name
+        self.max_batch_size = max_batch_size
+        self.max_delay_seconds = max_delay_seconds
+        self.max_queue_size = max_queue_size
+        self.write_timeout_seconds = write_timeout_seconds
+        self.stats = BatchStats()
+        self._write = write
+        self._queue: asyncio.Queue[_Pending[ItemT, ResultT] | object] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._is_stopping = False
+
+    @property
+    def queued(self) -> int:
+        """How many items wait for a batch."""
+        return self._queue.qsize()
+
+    async def __aenter__(self) -> Self:
+        self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def start(self) -> None:
+        if self._task is not None:
+            raise RuntimeError(f"batch writer {self.name} is already running")
+        self._is_stopping = False
+        self._task = asyncio.create_task(self._run(), name=f"batch-writer-{self.name}")
+        log.debug("batch.writer.started", writer=self.name)
+
+    async def stop(self) -> None:
+        """Refuse new items, write the queued ones, then end the task."""
+        if self._task is None:
+            return
+        self._is_stopping = True
+        self._queue.put_nowait(_STOP)
+        try:
+            await self._task
+        finally:
+            self._task = None
+        log.debug("batch.writer.stopped", writer=self.name, **_summary(self.stats))
+
+    async def submit(self, item: ItemT) -> ResultT:
+        """Queue `item` and wait until its batch has committed.
+
+        Returns the item's result, or raises its own error, or `WriteFailed`
+        when the batch could not be stored.
+        """
+        if self._task is None or self._is_stopping:
+            raise WriterStopped
+        if self._queue.qsize() >= self.max_queue_size:
+            raise WriterOverloaded
+
+        future: asyncio.Future[ResultT] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(item, future))
+        return await future
+
+    async def _run(self) -> None:
+        try:
+            is_last = False
+            while not is_last:
+                first = await self._queue.get()
+                if first is _STOP:
+                    break
+                batch, is_last = await self._gather(first)
+                await self._flush(batch)
+        finally:
+            self._refuse_queued()
+
+    def _refuse_queued(self) -> None:
+        # Anything queued behind the stop marker raced with stop(): refuse it
+        # rather than leave its request waiting forever.
+        while not self._queue.empty():
+            leftover = self._queue.get_nowait()
+            if isinstance(leftover, _Pending) and not leftover.future.done():
+                leftover.future.set_exception(WriterStopped())
+
+    async def _gather(
+        self, first: object
+    ) -> tuple[list[_Pending[ItemT, ResultT]], bool]:
+        """The batch that starts with `first`, and whether a stop came after it."""
+        assert isinstance(first, _Pending)
+        batch: list[_Pending[ItemT, ResultT]] = [first]
+        is_last = self._take_queued(batch)
+        if (
+            not is_last
+            and len(batch) < self.max_batch_size
+            and self.max_delay_seconds > 0
+        ):
+            # Light load: wait a moment for company, which costs each request
+            # a couple of milliseconds and saves the database many commits.
+            await asyncio.sleep(self.max_delay_seconds)
+            is_last = self._take_queued(batch)
+        return batch, is_last
+
+    def _take_queued(self, batch: list[_Pending[ItemT, ResultT]]) -> bool:
+        while len(batch) < self.max_batch_size:
+            try:
+                queued = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return False
+            if queued is _STOP:
+                return True
+            assert isinstance(queued, _Pending)
+            batch.append(queued)
+        return False
+
+    async def _flush(self, batch: list[_Pending[ItemT, ResultT]]) -> None:
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.write_timeout_seconds):
+                outcomes = await self._write([pending.item for pending in batch])
+            if len(outcomes) != len(batch):
+                raise RuntimeError(
+                    f"write returned {len(outcomes)} outcomes for {len(batch)} items"
+                )
+        except Exception as exc:
+            self.stats.record(len(batch), failed=True)
+            log.error(
+                "batch.write.failed",
+                writer=self.name,
+                size=len(batch),
+                error_type=type(exc).__name__,
+                error=str(exc)[:500],
+            )
+            for pending in batch:
+                if not pending.future.done():
+                    failure = WriteFailed()
+                    failure.__cause__ = exc
+                    pending.future.set_exception(failure)
+            return
+        except BaseException:
+            # Cancelled mid-write (the loop is going away): whether the
+            # transaction committed is unknown, so nobody is told it did.
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(WriterStopped())
+            raise
+
+        self.stats.record(len(batch), failed=False)
+        log.debug(
+            "batch.written",
+            writer=self.name,
+            size=len(batch),
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+        for pending, outcome in zip(batch, outcomes, strict=True):
+            if pending.future.done():  # its request went away meanwhile
+                continue
+            if isinstance(outcome, MasterServerError):
+                pending.future.set_exception(outcome)
+            else:
+                pending.future.set_result(outcome)
+
+
+def _summary(stats: BatchStats) -> dict[str, int]:
+    return {
+        "batches": stats.batches,
+        "items": stats.items,
+        "failed_batches": stats.failed_batches,
+        "largest_batch": stats.largest_batch,
+    }

@@ -1,0 +1,121 @@
+"""Bounds on what a client may send to the telemetry endpoints.
+
+Heartbeats and events arrive from every device all the time, so their bodies
+get a tighter size limit than the app-wide one, and the free-form JSON they
+carry (`metrics`, `data`) is bounded in depth and number of entries.
+
+JSON as Python parses it is also wider than what the databases keep: `NaN` and
+`Infinity` parse to floats that PostgreSQL's jsonb refuses, `\\u0000` is legal
+JSON but not legal in PostgreSQL text, and a lone surrogate (`\\ud800`) cannot
+be encoded as UTF-8. These writes are stored in batches, where one unstorable
+item would fail the whole batch, so such input is refused as a 422 before it
+gets near one.
+"""
+
+import json
+import math
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import orjson
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+
+from master_server.core.errors import PayloadTooLarge
+
+TELEMETRY_MAX_BODY_BYTES = 64 * 1024
+
+# A JSON document (heartbeat metrics, event data) may nest this many
+# containers deep and hold this many entries in all (object members and array
+# items, counted at every level).
+MAX_DOCUMENT_DEPTH = 8
+MAX_DOCUMENT_ENTRIES = 1024
+MAX_KEY_LENGTH = 256
+
+
+def body_limited_route(max_bytes: int) -> type[APIRoute]:
+    """A route class that answers 413 to a body over `max_bytes`.
+
+    The check runs before FastAPI parses the body, so an oversized body is a
+    413 whatever it contains. The declared Content-Length is checked first;
+    a chunked body is read (the app-wide limit still bounds it) and measured.
+    """
+
+    class BodyLimitedRoute(APIRoute):
+        def get_route_handler(
+            self,
+        ) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
+
+            async def bounded(request: Request) -> Response:
+                declared = request.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > max_bytes:
+                    raise PayloadTooLarge(_too_large(max_bytes))
+                if len(await request.body()) > max_bytes:
+                    raise PayloadTooLarge(_too_large(max_bytes))
+                return await handler(request)
+
+            return bounded
+
+    return BodyLimitedRoute
+
+
+def _too_large(max_bytes: int) -> str:
+    return f"request body is larger than {max_bytes} bytes"
+
+
+def check_text(value: str) -> str:
+    """Refuse text that PostgreSQL or UTF-8 cannot hold."""
+    if "\x00" in value:
+        raise ValueError("text must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid Unicode (no lone surrogates)") from None
+    return value
+
+
+def check_document(value: dict[str, Any]) -> dict[str, Any]:
+    """Refuse a JSON object that is too deep, too big or not storable.
+
+    Walks the document without recursion, so a deeply nested one is refused
+    before anything recurses into it.
+    """
+    entries = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            check_text(item)
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise ValueError("numbers must be finite (no NaN or Infinity)")
+        elif isinstance(item, dict | list):
+            if depth > MAX_DOCUMENT_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_DOCUMENT_DEPTH} levels")
+            entries += len(item)
+            if entries > MAX_DOCUMENT_ENTRIES:
+                raise ValueError(f"more than {MAX_DOCUMENT_ENTRIES} entries in all")
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    if len(key) > MAX_KEY_LENGTH:
+                        raise ValueError(
+                            f"keys must be at most {MAX_KEY_LENGTH} characters"
+                        )
+                    check_text(key)
+                    stack.append((child, depth + 1))
+            else:
+                stack.extend((child, depth + 1) for child in item)
+    return value
+
+
+def dumps_document(value: Any) -> str:
+    """The JSON text stored for a checked document.
+
+    orjson is fast but refuses integers beyond 64 bits, which JSON allows and
+    a byte counter can reach; those few documents take the slower encoder.
+    """
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

@@ -1,0 +1,1 @@
+"""Events: what clients report, stored in arrival order and queried newest first."""

@@ -1,0 +1,1 @@
+"""Heartbeats: presence, the latest report on the client, and its history."""

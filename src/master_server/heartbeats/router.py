@@ -1,0 +1,89 @@
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends, Request
+
+from master_server.auth.dependencies import BearerToken, CurrentUser
+from master_server.auth.errors import InvalidToken, WrongTokenKind
+from master_server.clients.access import ensure_visible
+from master_server.clients.errors import ClientNotFound
+from master_server.core.batching import WriteFailed
+from master_server.core.deps import DbSession, SettingsDep
+from master_server.core.errors import PayloadTooLarge, error_responses
+from master_server.core.limits import TELEMETRY_MAX_BODY_BYTES, body_limited_route
+from master_server.core.security import TokenKind, hash_token, token_kind
+from master_server.heartbeats import service as heartbeat_service
+from master_server.heartbeats.schemas import (
+    ClientStatusRead,
+    HeartbeatAck,
+    HeartbeatCreate,
+)
+from master_server.heartbeats.service import HeartbeatWriter
+
+router = APIRouter(
+    prefix="/clients/{client_id}",
+    tags=["telemetry"],
+    route_class=body_limited_route(TELEMETRY_MAX_BODY_BYTES),
+)
+
+
+def get_heartbeat_writer(request: Request) -> HeartbeatWriter:
+    writer: HeartbeatWriter = request.app.state.heartbeat_writer
+    return writer
+
+
+HeartbeatWriterDep = Annotated[HeartbeatWriter, Depends(get_heartbeat_writer)]
+
+
+def client_token_hash(token: BearerToken) -> str:
+    """The hash of a client token, checked against the database in the batch."""
+    if token_kind(token) is not TokenKind.CLIENT:
+        raise WrongTokenKind("this endpoint needs a client token")
+    return hash_token(token)
+
+
+ClientTokenHash = Annotated[str, Depends(client_token_hash)]
+
+
+@router.post(
+    "/heartbeat",
+    responses=error_responses(
+        InvalidToken, WrongTokenKind, ClientNotFound, PayloadTooLarge, WriteFailed
+    ),
+)
+async def record_heartbeat(
+    client_id: uuid.UUID,
+    token_hash: ClientTokenHash,
+    writer: HeartbeatWriterDep,
+    body: Annotated[HeartbeatCreate | None, Body()] = None,
+) -> HeartbeatAck:
+    """Report that the client is alive (its own token); answered once stored.
+
+    Sets `last_seen_at` to the server's time of receipt, keeps the heartbeat as
+    the client's `last_heartbeat` and in its history. A body over 64 KiB is a
+    413. A 503 means nothing was stored: send it again. The body may be left
+    out, which is the same as `{}`.
+    """
+    body = body or HeartbeatCreate()
+    recorded = await heartbeat_service.record_heartbeat(
+        writer,
+        client_id=client_id,
+        token_hash=token_hash,
+        uptime_s=body.uptime_s,
+        metrics=body.metrics,
+    )
+    return HeartbeatAck(
+        server_time=recorded.received_at, pending_commands=recorded.pending_commands
+    )
+
+
+@router.get("/status", responses=error_responses(InvalidToken, ClientNotFound))
+async def get_client_status(
+    client_id: uuid.UUID, caller: CurrentUser, db: DbSession, settings: SettingsDep
+) -> ClientStatusRead:
+    """The client's presence and latest heartbeat (admin or assigned user)."""
+    await ensure_visible(db, caller, client_id)
+    report = await heartbeat_service.get_status(
+        db, client_id, timeout_seconds=settings.heartbeat_timeout
+    )
+    return ClientStatusRead.model_validate(report, from_attributes=True)
