@@ -178,6 +178,28 @@ async def test_registration_without_a_usable_key_is_invalid_input(
     assert response.status_code == 422
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"provision_key": "msp_\\ud800"}',
+        b'{"provision_key": "msp_x", "eth0": "\\ud800"}',
+        b'{"provision_key": "msp_x", "service_port": NaN}',
+        b"[]",
+        b"null",
+    ],
+)
+async def test_registration_refuses_json_it_cannot_use(
+    app: FastAPI, client: httpx.AsyncClient, raw: bytes
+) -> None:
+    response = await client.post(
+        app.url_path_for("register_client"),
+        content=raw,
+        headers={"Content-Type": "application/json"},
+    )
+
+    assert response.status_code == 422, response.text
+
+
 async def test_registration_refuses_a_body_that_is_not_json(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:

@@ -92,7 +92,7 @@ async def list_commands(
 @router.post(
     "/{command_id}/ack",
     responses=error_responses(
-        CommandNotFound, CommandNotSent, CommandAlreadyAcknowledged
+        ClientNotFound, CommandNotFound, CommandNotSent, CommandAlreadyAcknowledged
     ),
 )
 async def acknowledge_command(

@@ -1,8 +1,9 @@
 import uuid
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from master_server.clients.validation import IPAddress, Port
+from master_server.clients.validation import IPAddress, Port, check_text
 
 
 class RegistrationRequest(BaseModel):
@@ -10,9 +11,13 @@ class RegistrationRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    provision_key: str = Field(
-        min_length=1, max_length=256, description="The one-time key from the admin."
-    )
+    provision_key: Annotated[
+        str,
+        Field(
+            min_length=1, max_length=256, description="The one-time key from the admin."
+        ),
+        AfterValidator(check_text),
+    ]
     eth0: IPAddress | None = None
     wlan0: IPAddress | None = None
     service_port: Port | None = None
