@@ -7,7 +7,7 @@ from master_server.auth.dependencies import BearerToken, CurrentUser
 from master_server.auth.errors import InvalidToken, WrongTokenKind
 from master_server.clients.access import ensure_visible
 from master_server.clients.errors import ClientNotFound
-from master_server.core.batching import WriteFailed
+from master_server.core.batching import WriteFailed, WriterOverloaded, WriterStopped
 from master_server.core.deps import DbSession, SettingsDep
 from master_server.core.errors import PayloadTooLarge, error_responses
 from master_server.core.limits import TELEMETRY_MAX_BODY_BYTES, body_limited_route
@@ -48,7 +48,13 @@ ClientTokenHash = Annotated[str, Depends(client_token_hash)]
 @router.post(
     "/heartbeat",
     responses=error_responses(
-        InvalidToken, WrongTokenKind, ClientNotFound, PayloadTooLarge, WriteFailed
+        InvalidToken,
+        WrongTokenKind,
+        ClientNotFound,
+        PayloadTooLarge,
+        WriteFailed,
+        WriterOverloaded,
+        WriterStopped,
     ),
 )
 async def record_heartbeat(
