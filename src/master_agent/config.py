@@ -71,6 +71,12 @@ class AgentConfig(BaseModel):
             raise ValueError("must be an http:// or https:// URL with a host")
         return str(url).rstrip("/")
 
+    @field_validator("state_dir")
+    @classmethod
+    def _absolute_state_dir(cls, value: Path) -> Path:
+        # Messages to the operator name the directory; make it unambiguous.
+        return value.expanduser().absolute()
+
     @field_validator("exec_allow")
     @classmethod
     def _check_exec_allow(cls, value: tuple[str, ...]) -> tuple[str, ...]:

@@ -449,7 +449,8 @@ class Agent:
     async def _flush_outbox(self) -> None:
         """Send the stored acks, oldest first, until one cannot go through.
 
-        A failure is logged and left for the next flush rather than raised:
+        A server that does not answer at all is raised, as there is no point
+        in polling it. An error answer is logged and left for the next flush:
         polling goes on meanwhile, so one ack the server keeps failing on does
         not hold up new commands.
         """
@@ -460,6 +461,8 @@ class Agent:
             except Unauthorized:
                 raise
             except ApiError as exc:
+                if isinstance(exc, ServerUnavailable) and exc.status_code is None:
+                    raise
                 self._log.warning(
                     "outbox.flush_deferred",
                     unsent_acks=len(pending) - sent,

@@ -26,6 +26,7 @@ class FakeServer:
         self.events: list[dict[str, Any]] = []
         self.heartbeats: list[dict[str, Any]] = []
         self.requests: list[httpx.Request] = []
+        self.refused: list[httpx.Request] = []  # the requests made while down
         # Answers 422 to an ack whose body it returns True for.
         self.refuse_ack: Callable[[dict[str, Any]], bool] = lambda body: False
 
@@ -40,6 +41,7 @@ class FakeServer:
     def handle(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         if self.down:
+            self.refused.append(request)
             raise httpx.ConnectError("connection refused", request=request)
         for (method, suffix), status in self.status_for.items():
             if request.method == method and request.url.path.endswith(suffix):

@@ -110,6 +110,16 @@ def test_server_must_be_an_http_url(server: str) -> None:
         load_config({"server": server}, REQUIRED_ENV)
 
 
+def test_a_relative_state_dir_is_made_absolute(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    config = load_config({"state_dir": Path("agent-state")}, REQUIRED_ENV)
+
+    assert config.state_dir == tmp_path / "agent-state"
+
+
 def test_server_url_loses_its_trailing_slash() -> None:
     config = load_config({"server": "https://master.test/prefix/"}, REQUIRED_ENV)
 

@@ -398,3 +398,28 @@ async def test_stopping_while_the_server_is_down_still_ends_promptly(
 
     assert code == ExitCode.OK
     assert loop.time() - started < 5
+
+
+async def test_a_server_that_does_not_answer_is_not_polled_after_the_flush(
+    make_config: MakeConfig, fake_server: FakeServer, state_dir: Path
+) -> None:
+    running = Running(make_config(), fake_server)
+    await running.until(lambda: len(fake_server.heartbeats) >= 1)
+
+    with capture_logs() as logs:
+        fake_server.down = True
+        store_ack(state_dir, ack_of("cmd-waiting", {"n": 1}))
+        await running.until(
+            lambda: sum(r.url.path.endswith("/ack") for r in fake_server.refused) >= 3
+        )
+        fake_server.down = False
+        await running.until(lambda: "cmd-waiting" in fake_server.acks)
+    await running.stopped()
+
+    events = [entry["event"] for entry in logs]
+    assert "outbox.flush_deferred" not in events
+    polls_while_down = [
+        r for r in fake_server.refused if r.url.path.endswith("/commands")
+    ]
+    # At most the one poll that may have been under way when the server went.
+    assert len(polls_while_down) <= 1
