@@ -82,7 +82,7 @@ async def test_twenty_concurrent_polls_deliver_fifty_commands_exactly_once(
 
 
 async def test_concurrent_registrations_with_one_key_give_exactly_one_token(
-    http: httpx.AsyncClient,
+    http: httpx.AsyncClient, server: ServerProcess
 ) -> None:
     headers = await admin_headers(http)
     keys = [await new_provision_key(http, headers) for _ in range(5)]
@@ -100,3 +100,8 @@ async def test_concurrent_registrations_with_one_key_give_exactly_one_token(
         assert statuses == [201, 401, 401, 401]
     tokens = {r.json()["token"] for r in responses if r.status_code == 201}
     assert len(tokens) == 5
+    logged = server.log_path.read_text()
+    assert "client.registered" in logged
+    for secret in [*keys, *tokens]:
+        assert secret not in logged
+        assert secret.split("_", 1)[1] not in logged
