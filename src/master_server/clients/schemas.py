@@ -5,7 +5,8 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from master_server.clients.presence import ClientStatus
-from master_server.clients.validation import IPAddress, Port, check_text
+from master_server.clients.validation import IPAddress, Port
+from master_server.core.limits import check_text
 from master_server.models import Client
 
 MAX_DESCRIPTION_LENGTH = 4096

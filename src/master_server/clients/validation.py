@@ -1,30 +1,20 @@
-"""Input checks that keep what clients send storable on every backend.
+"""Input checks for client records and commands: addresses, ports, JSON.
 
-JSON as Python parses it is wider than what the databases keep: `NaN` and
-`Infinity` parse to floats that PostgreSQL's jsonb refuses, `\\u0000` is legal
-JSON but not legal in PostgreSQL text, and a lone surrogate (`\\ud800`) cannot
-be encoded as UTF-8 at all. Each of these would surface as a 500 when written,
-so they are refused here, at validation, as a 422.
+Like the telemetry bounds in `master_server.core.limits`, they refuse at
+validation (422) what the databases could not store (NaN, NUL, lone
+surrogates) instead of letting it fail as a 500 on write.
 """
 
 import ipaddress
 import json
+import math
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, StrictInt
 
+from master_server.core.limits import check_text
+
 MAX_JSON_DEPTH = 32
-
-
-def check_text(value: str) -> str:
-    """Refuse text that PostgreSQL or UTF-8 cannot hold."""
-    if "\x00" in value:
-        raise ValueError("text must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("text must be valid Unicode (no lone surrogates)") from None
-    return value
 
 
 def check_json(value: Any, *, max_bytes: int) -> Any:
@@ -41,7 +31,7 @@ def check_json(value: Any, *, max_bytes: int) -> Any:
         if isinstance(item, str):
             check_text(item)
         elif isinstance(item, float):
-            if item != item or item in (float("inf"), float("-inf")):
+            if not math.isfinite(item):
                 raise ValueError("numbers must be finite (no NaN or Infinity)")
         elif isinstance(item, dict):
             for key, child in item.items():

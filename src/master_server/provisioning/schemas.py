@@ -3,7 +3,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from master_server.clients.validation import IPAddress, Port, check_text
+from master_server.clients.validation import IPAddress, Port
+from master_server.core.limits import check_text
 
 
 class RegistrationRequest(BaseModel):
