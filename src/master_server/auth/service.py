@@ -58,11 +58,7 @@ async def login(
     An unknown user, a wrong password and a disabled user are the same refusal,
     and all three cost one Argon2 verification.
     """
-    user = await db.scalar(
-        select(User)
-        .where(User.username_key == username.lower())
-        .options(undefer(User.password_hash), undefer(User.otp_secret))
-    )
+    user = await _find_by_username(db, username)
     password_hash = user.password_hash if user is not None else None
     is_valid = await anyio.to_thread.run_sync(hashing.verify, password_hash, password)
     if user is None or not is_valid or user.is_disabled:
@@ -88,6 +84,19 @@ async def login(
 
     log.info("user.login.succeeded", user_id=str(user.id))
     return OpenedSession(token=token, expires_at=expires_at, user=user)
+
+
+async def _find_by_username(db: AsyncSession, username: str) -> User | None:
+    # No username holds a NUL, and PostgreSQL refuses one in a query parameter:
+    # answer such a name as the unknown user it is, not with a database error.
+    if "\x00" in username:
+        return None
+    user: User | None = await db.scalar(
+        select(User)
+        .where(User.username_key == username.lower())
+        .options(undefer(User.password_hash), undefer(User.otp_secret))
+    )
+    return user
 
 
 async def resolve_session(db: AsyncSession, token: str) -> AuthenticatedUser:
@@ -129,25 +138,40 @@ async def start_otp_setup(
 
 
 async def verify_otp(db: AsyncSession, user: User, code: str) -> User:
-    """Turn OTP on with the pending secret once a code from it checks out."""
+    """Turn OTP on with the pending secret once a code from it checks out.
+
+    The pending secret replaces any enabled one, so its codes are checked on
+    their own: steps spent with the old secret do not hold the new one back.
+    The UPDATE only applies while that secret is still pending, so of two
+    requests racing with one code, only one turns it on.
+    """
     pending_secret = await db.scalar(
         select(User.otp_pending_secret).where(User.id == user.id)
     )
     if pending_secret is None:
         raise OtpNotStarted
 
-    await _consume_code(db, user, pending_secret, code)
-    await db.execute(
+    step = totp.match_step(pending_secret, code, last_step=None)
+    if step is None:
+        log.warning("user.otp.rejected", user_id=str(user.id))
+        raise InvalidOtp
+    enabled = await db.execute(
         update(User)
-        .where(User.id == user.id)
+        .where(User.id == user.id, User.otp_pending_secret == pending_secret)
         .values(
             otp_secret=pending_secret,
             otp_pending_secret=None,
             is_otp_enabled=True,
+            otp_last_step=step,
             updated_at=utcnow(),
         )
+        .execution_options(synchronize_session=False)
     )
+    if enabled.rowcount != 1:  # type: ignore[attr-defined]
+        log.warning("user.otp.replayed", user_id=str(user.id))
+        raise InvalidOtp
     await db.refresh(user)
+
     log.info("user.otp.enabled", user_id=str(user.id))
     return user
 

@@ -69,7 +69,7 @@ async def _create_admin(new_user: UserCreate) -> None:
     settings = get_settings()
     database = Database(create_engine(settings))
     try:
-        async for db in database.session():
+        async with database.session() as db:
             await user_service.create_user(
                 db,
                 PasswordHashing(settings),

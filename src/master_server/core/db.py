@@ -8,6 +8,7 @@ deployment does not need, for never seeing that error.
 """
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import URL, event, make_url
@@ -50,7 +51,9 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
 
 def create_engine(settings: Settings, *, url: str | None = None) -> AsyncEngine:
     target = async_url(url or settings.database_url)
-    options: dict[str, Any] = {}
+    # Statement parameters can hold TOTP secrets and token hashes; keep them
+    # out of the exception messages that end up in logs.
+    options: dict[str, Any] = {"hide_parameters": True}
     if target.get_backend_name() == "sqlite":
         options.update(pool_size=1, max_overflow=0, pool_timeout=60)
     else:
@@ -81,8 +84,14 @@ class Database:
     def is_sqlite(self) -> bool:
         return is_sqlite(self.engine)
 
+    @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
-        """A unit of work: committed when the caller finishes, rolled back on error."""
+        """A unit of work: committed when the block ends, rolled back on error.
+
+        A context manager, not a generator to iterate: an error raised in the
+        caller's block must reach this frame, so the connection is rolled back
+        and returned at once rather than whenever the generator is collected.
+        """
         async with self.sessionmaker() as session:
             try:
                 yield session

@@ -32,7 +32,7 @@ def get_password_hashing(request: Request) -> PasswordHashing:
 
 async def get_db_session(request: Request) -> AsyncIterator[AsyncSession]:
     """The request's unit of work, committed before the response is sent."""
-    async for session in get_database(request).session():
+    async with get_database(request).session() as session:
         yield session
 
 

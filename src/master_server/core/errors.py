@@ -13,8 +13,9 @@ and a stable `code`; features subclass these next to their own code::
     ├── UnsupportedMediaType       415
     └── ServiceUnavailable         503
 
-Errors that do not come from us (Starlette's 404 and 405, FastAPI's 422, an
-unexpected exception) are rendered in the same `{"error", "code"}` body.
+Errors that do not come from us (Starlette's 404 and 405, FastAPI's 422, a
+database that is down or refuses a value, an unexpected exception) are rendered
+in the same `{"error", "code"}` body.
 """
 
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = structlog.get_logger(__name__)
@@ -189,6 +191,67 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# PostgreSQL SQLSTATE classes and codes, by what they mean for the caller.
+_SQLSTATE_BAD_VALUE = ("22",)  # data exception: a value the column cannot hold
+_SQLSTATE_RETRY = ("40001", "40P01")  # serialization failure, deadlock
+_SQLSTATE_DOWN = ("08", "28", "3D", "53", "57P")  # connection, auth, resources
+
+
+def _database_failure(exc: Exception) -> str | None:
+    """What a database error means: "bad_value", "retry", "down" or None (a bug)."""
+    if isinstance(exc, sa_exc.TimeoutError | ConnectionError | TimeoutError):
+        return "down"
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return None
+    sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+    if isinstance(exc, sa_exc.DataError) or sqlstate.startswith(_SQLSTATE_BAD_VALUE):
+        return "bad_value"
+    if sqlstate.startswith(_SQLSTATE_RETRY):
+        return "retry"
+    if exc.connection_invalidated or sqlstate.startswith(_SQLSTATE_DOWN):
+        return "down"
+    if isinstance(exc, sa_exc.OperationalError) and not sqlstate:
+        return "down"  # SQLite: cannot open the file, database is locked...
+    return None
+
+
+UNSTORABLE_VALUE = "the database cannot store a value in this request"
+DATABASE_DOWN = "the database is unavailable, retry later"
+DATABASE_BUSY = "the request collided with a concurrent change, retry it"
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    failure = _database_failure(exc)
+    if failure is None:
+        return await _unexpected_error(request, exc)
+
+    if failure == "bad_value":
+        log.warning("http.unstorable_value", error_type=type(exc).__name__)
+        issue = ValidationIssue(
+            field="body",
+            location="body",
+            message=UNSTORABLE_VALUE,
+            type="unstorable_value",
+        )
+        body = ValidationErrorBody(
+            error=f"invalid input: {UNSTORABLE_VALUE}",
+            code="validation_error",
+            details=[issue],
+        )
+        return JSONResponse(body.model_dump(), status_code=422)
+
+    log.error("database.unavailable", failure=failure, error_type=type(exc).__name__)
+    down = failure == "down"
+    return JSONResponse(
+        {
+            "error": DATABASE_DOWN if down else DATABASE_BUSY,
+            "code": "database_unavailable" if down else "database_busy",
+        },
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("http.unhandled_error", error_type=type(exc).__name__)
     return JSONResponse(
@@ -200,4 +263,9 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(MasterServerError, _domain_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(sa_exc.DBAPIError, _database_error)
+    app.add_exception_handler(sa_exc.TimeoutError, _database_error)
+    # asyncpg lets a refused or dropped connection through as an OSError.
+    app.add_exception_handler(ConnectionError, _database_error)
+    app.add_exception_handler(TimeoutError, _database_error)
     app.add_exception_handler(Exception, _unexpected_error)

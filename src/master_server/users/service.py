@@ -70,17 +70,22 @@ async def update_user(
     db: AsyncSession, hashing: PasswordHashing, user_id: uuid.UUID, changes: UserUpdate
 ) -> User:
     """Apply `changes`; a new password or disabling ends the user's sessions."""
-    user = await get_user(db, user_id)
+    # Hashed before any row is locked: Argon2 is slow on purpose.
+    password_hash = (
+        await anyio.to_thread.run_sync(hashing.hash, changes.password)
+        if changes.password is not None
+        else None
+    )
     loses_admin = (changes.role is not None and changes.role != UserRole.ADMIN) or (
         changes.disabled is True
     )
-    if loses_admin and _is_enabled_admin(user):
-        await _ensure_another_admin(db, user)
+    if loses_admin:
+        user = await _lock_keeping_an_admin(db, user_id)
+    else:
+        user = await get_user(db, user_id)
 
-    if changes.password is not None:
-        user.password_hash = await anyio.to_thread.run_sync(
-            hashing.hash, changes.password
-        )
+    if password_hash is not None:
+        user.password_hash = password_hash
     if changes.role is not None:
         user.role = changes.role.value
     if changes.disabled is not None:
@@ -100,9 +105,7 @@ async def update_user(
 
 async def delete_user(db: AsyncSession, user_id: uuid.UUID) -> None:
     """Remove the user; sessions and assignments go with it (ON DELETE CASCADE)."""
-    user = await get_user(db, user_id)
-    if _is_enabled_admin(user):
-        await _ensure_another_admin(db, user)
+    user = await _lock_keeping_an_admin(db, user_id)
 
     await db.delete(user)
     await db.flush()
@@ -113,23 +116,39 @@ async def count_users(db: AsyncSession) -> int:
     return (await db.scalar(select(func.count()).select_from(User))) or 0
 
 
-def _is_enabled_admin(user: User) -> bool:
-    return user.role == UserRole.ADMIN and not user.is_disabled
+async def _lock_keeping_an_admin(db: AsyncSession, user_id: uuid.UUID) -> User:
+    """The user, about to stop being an enabled admin if they are one; LastAdmin
+    when no other enabled admin would remain.
 
-
-async def _ensure_another_admin(db: AsyncSession, user: User) -> None:
-    """Refuse when `user` is the last enabled admin.
-
-    The admin rows are locked (PostgreSQL), so two admins demoting each other at
-    once cannot both succeed; SQLite serialises writers anyway.
+    On PostgreSQL the user's row and every enabled admin's row are locked in one
+    statement, in id order, and the decision is made on those locked rows: two
+    admins demoting each other at once cannot both succeed, and requests that
+    take overlapping locks always take them in the same order, so they queue
+    instead of deadlocking. SQLite serialises writers anyway.
     """
-    admin_ids = await db.scalars(
-        select(User.id)
-        .where(User.role == UserRole.ADMIN.value, User.is_disabled.is_(False))
-        .with_for_update()
-    )
-    if not any(admin_id != user.id for admin_id in admin_ids):
+    rows = (
+        await db.execute(
+            select(User.id, User.role, User.is_disabled)
+            .where(
+                (User.id == user_id)
+                | ((User.role == UserRole.ADMIN.value) & User.is_disabled.is_(False))
+            )
+            .order_by(User.id)
+            .with_for_update()
+        )
+    ).all()
+    enabled_admins = {
+        row.id for row in rows if row.role == UserRole.ADMIN and not row.is_disabled
+    }
+    if user_id in enabled_admins and len(enabled_admins) == 1:
         raise LastAdmin
+
+    # Loaded again: the caller's own row may sit in the session from before
+    # the lock was taken.
+    user = await db.get(User, user_id, populate_existing=True)
+    if user is None:
+        raise UserNotFound
+    return user
 
 
 async def _username_exists(db: AsyncSession, username: str) -> bool:
