@@ -3,4 +3,5 @@ pytest_plugins = [
     "tests.fixtures.app",
     "tests.fixtures.server",
     "tests.fixtures.fleet",
+    "tests.fixtures.agent",
 ]
