@@ -17,18 +17,29 @@ devices retry.
 Under load the batching needs no timer: while one batch is being written the
 next one fills up, so batches grow with the load and the number of commits
 stays bounded by the database's speed, not by the request rate.
+
+On SQLite a batch is best written by one function on the driver's own thread
+(`run_in_sqlite_thread`): aiosqlite hands every call to that thread and back,
+and through SQLAlchemy a statement costs three or four such trips, each one
+waiting its turn on an event loop that is busy parsing requests.
 """
 
 import asyncio
+import sqlite3
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import TracebackType
-from typing import Generic, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 import structlog
+from sqlalchemy import Dialect, Uuid
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from master_server.core.errors import MasterServerError, ServiceUnavailable
+from master_server.models.base import UTCDateTime
 
 log = structlog.get_logger(__name__)
 
@@ -270,3 +281,50 @@ def _summary(stats: BatchStats) -> dict[str, int]:
         "failed_batches": stats.failed_batches,
         "largest_batch": stats.largest_batch,
     }
+
+
+T = TypeVar("T")
+
+
+async def run_in_sqlite_thread(
+    conn: AsyncConnection, work: Callable[[sqlite3.Connection], T]
+) -> T:
+    """Run `work` on the sqlite3 connection behind `conn`, in its own thread.
+
+    One trip to aiosqlite's thread and back for the whole of `work`, however
+    many statements it runs; `work` manages its own transaction. `conn` stays
+    checked out meanwhile, so nothing else uses the connection.
+
+    aiosqlite has no public call for this; its private `_execute` (pinned in
+    pyproject.toml) is the one it uses for its own methods.
+    """
+    raw = await conn.get_raw_connection()
+    driver: Any = raw.driver_connection
+    execute = getattr(driver, "_execute", None)
+    if execute is None:
+        raise RuntimeError("this aiosqlite version has no Connection._execute")
+    result: T = await execute(lambda: work(driver._conn))
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class SqliteCodec:
+    """SQLAlchemy's own encodings, for statements run on sqlite3 directly.
+
+    Taken from the column types, so a row written by hand reads back through
+    SQLAlchemy exactly like one it wrote (ids as 32 hex digits, times as naive
+    UTC text that sorts).
+    """
+
+    to_id: Callable[[uuid.UUID], str]
+    from_id: Callable[[str], uuid.UUID]
+    to_time: Callable[[datetime], str]
+
+    @classmethod
+    def of(cls, dialect: Dialect) -> "SqliteCodec":
+        id_type: Uuid[uuid.UUID] = Uuid()
+        to_id = id_type.bind_processor(dialect)
+        from_id = id_type.result_processor(dialect, None)  # type: ignore[no-untyped-call]
+        to_time = UTCDateTime().bind_processor(dialect)
+        assert to_id and from_id and to_time
+        return cls(to_id=to_id, from_id=from_id, to_time=to_time)

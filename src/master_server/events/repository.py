@@ -1,10 +1,12 @@
-"""Core statements for events: batched inserts and the newest-first query.
+"""Statements for events: batched inserts and the newest-first query.
 
 As for heartbeats, PostgreSQL gets a batch as unnested arrays (one statement
-text, prepared once) and SQLite an executemany. Rows are inserted in the
-order given, so `seq` follows arrival order within a batch as across them.
+text, prepared once) and SQLite an executemany on sqlite3, in the driver's
+thread. Rows are inserted in the order given, so `seq` follows arrival order
+within a batch as across them.
 """
 
+import sqlite3
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from master_server.core.batching import SqliteCodec
 from master_server.core.deps import Page
 from master_server.models import Event, EventLevel
 from master_server.models.base import UTCDateTime
@@ -75,46 +78,43 @@ def _insert_statement_postgresql() -> Any:
     )
 
 
-def _insert_statement_sqlite() -> Any:
-    return insert(Event).values(
-        id=bindparam("b_id", type_=Uuid()),
-        client_id=bindparam("b_client_id", type_=Uuid()),
-        level=bindparam("b_level", type_=String()),
-        message=bindparam("b_message", type_=Text()),
-        data=bindparam("b_data", type_=Text()),
-        created_at=bindparam("b_created_at", type_=UTCDateTime()),
-    )
-
-
 _INSERT_POSTGRESQL = _insert_statement_postgresql()
-_INSERT_SQLITE = _insert_statement_sqlite()
 
 
 async def insert_events(conn: AsyncConnection, rows: Sequence[EventRow]) -> None:
-    if conn.dialect.name == "postgresql":
-        await conn.execute(
-            _INSERT_POSTGRESQL,
-            {
-                "ids": [row.id for row in rows],
-                "client_ids": [row.client_id for row in rows],
-                "levels": [row.level for row in rows],
-                "messages": [row.message for row in rows],
-                "datas": [row.data_json for row in rows],
-                "created_ats": [row.created_at for row in rows],
-            },
-        )
-        return
     await conn.execute(
-        _INSERT_SQLITE,
+        _INSERT_POSTGRESQL,
+        {
+            "ids": [row.id for row in rows],
+            "client_ids": [row.client_id for row in rows],
+            "levels": [row.level for row in rows],
+            "messages": [row.message for row in rows],
+            "datas": [row.data_json for row in rows],
+            "created_ats": [row.created_at for row in rows],
+        },
+    )
+
+
+_SQLITE_INSERT = """
+INSERT INTO events (id, client_id, level, message, data, created_at)
+VALUES (?, ?, ?, ?, ?, ?)
+"""
+
+
+def insert_events_sqlite(
+    db: sqlite3.Connection, codec: SqliteCodec, rows: Sequence[EventRow]
+) -> None:
+    db.executemany(
+        _SQLITE_INSERT,
         [
-            {
-                "b_id": row.id,
-                "b_client_id": row.client_id,
-                "b_level": row.level,
-                "b_message": row.message,
-                "b_data": row.data_json,
-                "b_created_at": row.created_at,
-            }
+            (
+                codec.to_id(row.id),
+                codec.to_id(row.client_id),
+                row.level,
+                row.message,
+                row.data_json,
+                codec.to_time(row.created_at),
+            )
             for row in rows
         ],
     )

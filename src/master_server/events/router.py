@@ -9,7 +9,11 @@ from master_server.clients.access import ensure_visible
 from master_server.clients.errors import ClientNotFound
 from master_server.core.batching import WriteFailed, WriterOverloaded, WriterStopped
 from master_server.core.deps import DbSession, PageDep
-from master_server.core.errors import PayloadTooLarge, error_responses
+from master_server.core.errors import (
+    PayloadTooLarge,
+    ValidationErrorBody,
+    error_responses,
+)
 from master_server.core.limits import TELEMETRY_MAX_BODY_BYTES, body_limited_route
 from master_server.events import service as event_service
 from master_server.events.schemas import EventCreate, EventRead, Timestamp
@@ -21,10 +25,11 @@ router = APIRouter(
     prefix="/clients/{client_id}/events",
     tags=["telemetry"],
     route_class=body_limited_route(TELEMETRY_MAX_BODY_BYTES),
+    responses={422: {"model": ValidationErrorBody, "description": "invalid input"}},
 )
 
 
-def get_event_writer(request: Request) -> EventWriter:
+async def get_event_writer(request: Request) -> EventWriter:
     writer: EventWriter = request.app.state.event_writer
     return writer
 

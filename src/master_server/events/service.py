@@ -1,5 +1,6 @@
 """Events: ingested through the group-commit writer, listed newest first."""
 
+import sqlite3
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -7,9 +8,13 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from master_server.core.batching import BatchWriter
+from master_server.core.batching import (
+    BatchWriter,
+    SqliteCodec,
+    run_in_sqlite_thread,
+)
 from master_server.core.db import Database
 from master_server.core.deps import Page
 from master_server.core.errors import MasterServerError
@@ -41,8 +46,7 @@ EventWriter = BatchWriter[EventItem, Event]
 
 def create_writer(database: Database) -> EventWriter:
     async def write(items: Sequence[EventItem]) -> list[Event | MasterServerError]:
-        async with database.engine.begin() as conn:
-            return await store_events(conn, items)
+        return await write_events(database.engine, items)
 
     return BatchWriter(
         "events",
@@ -77,13 +81,63 @@ async def record_event(
     return await writer.submit(EventItem(token_hash=token_hash, row=row, data=data))
 
 
+async def write_events(
+    engine: AsyncEngine, items: Sequence[EventItem]
+) -> list[Event | MasterServerError]:
+    """Authenticate and store a batch, in order, in one transaction of its own."""
+    async with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            codec = SqliteCodec.of(conn.dialect)
+            outcomes = await run_in_sqlite_thread(
+                conn, lambda db: _store_sqlite(db, codec, items)
+            )
+        else:
+            async with conn.begin():
+                outcomes = await store_events(conn, items)
+
+    for item, outcome in zip(items, outcomes, strict=True):
+        if isinstance(outcome, MasterServerError):
+            log.warning(
+                "event.refused", client_id=str(item.row.client_id), code=outcome.code
+            )
+    return outcomes
+
+
 async def store_events(
     conn: AsyncConnection, items: Sequence[EventItem]
 ) -> list[Event | MasterServerError]:
-    """Authenticate and store a batch in the caller's transaction, in order."""
+    """The PostgreSQL batch, in the caller's transaction."""
     owners = await heartbeat_repository.lock_token_owners(
         conn, {item.token_hash for item in items}, for_update=False
     )
+    refusals, accepted = _authenticate(items, owners)
+    if accepted:
+        await repository.insert_events(conn, accepted)
+    return _outcomes(items, refusals)
+
+
+def _store_sqlite(
+    db: sqlite3.Connection, codec: SqliteCodec, items: Sequence[EventItem]
+) -> list[Event | MasterServerError]:
+    """The SQLite batch, on the driver's thread (see heartbeats' twin)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        owners = heartbeat_repository.token_owners_sqlite(
+            db, codec, {item.token_hash for item in items}
+        )
+        refusals, accepted = _authenticate(items, owners)
+        if accepted:
+            repository.insert_events_sqlite(db, codec, accepted)
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise
+    return _outcomes(items, refusals)
+
+
+def _authenticate(
+    items: Sequence[EventItem], owners: dict[str, uuid.UUID]
+) -> tuple[list[MasterServerError | None], list[EventRow]]:
     refusals = [
         token_refusal(owners.get(item.token_hash), item.row.client_id) for item in items
     ]
@@ -92,19 +146,16 @@ async def store_events(
         for item, refusal in zip(items, refusals, strict=True)
         if refusal is None
     ]
-    if accepted:
-        await repository.insert_events(conn, accepted)
+    return refusals, accepted
 
-    outcomes: list[Event | MasterServerError] = []
-    for item, refusal in zip(items, refusals, strict=True):
-        if refusal is not None:
-            log.warning(
-                "event.refused", client_id=str(item.row.client_id), code=refusal.code
-            )
-            outcomes.append(refusal)
-        else:
-            outcomes.append(_stored_event(item))
-    return outcomes
+
+def _outcomes(
+    items: Sequence[EventItem], refusals: Sequence[MasterServerError | None]
+) -> list[Event | MasterServerError]:
+    return [
+        refusal or _stored_event(item)
+        for item, refusal in zip(items, refusals, strict=True)
+    ]
 
 
 def _stored_event(item: EventItem) -> Event:

@@ -1,11 +1,14 @@
-"""Core statements for heartbeats, written a batch at a time.
+"""Statements for heartbeats, written a batch at a time.
 
 PostgreSQL gets each batch as arrays unnested into rows: one statement text
 whatever the batch size, so asyncpg prepares it once, and one round trip per
-statement. SQLite runs in-process, where an executemany costs one call into
-the driver's thread and no network, so it gets plain executemany statements.
+statement. On SQLite the whole batch runs as one function on the driver's
+thread (see `core.batching.run_in_sqlite_thread`), with plain SQL on sqlite3:
+an executemany there is a loop in C, with no network in between.
 """
 
+import json
+import sqlite3
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -31,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from master_server.core.batching import SqliteCodec
 from master_server.models import Client, Command, CommandStatus, Heartbeat
 from master_server.models.base import UTCDateTime
 
@@ -49,11 +53,10 @@ async def lock_token_owners(
 ) -> dict[str, uuid.UUID]:
     """The client id behind each known token hash, with the clients' rows locked.
 
-    On PostgreSQL the rows are locked in id order: for an update (`for_update`)
-    so that two batches touching the same clients, in two workers, queue
-    behind each other instead of deadlocking; otherwise with a key-share lock,
-    which keeps the clients from being deleted until the batch commits. SQLite
-    has one writer and needs no row locks.
+    Rows are locked in id order: for an update (`for_update`) so that two
+    batches touching the same clients, in two workers, queue behind each
+    other instead of deadlocking; otherwise with a key-share lock, which keeps
+    the clients from being deleted until the batch commits.
     """
     statement = (
         select(Client.id, Client.token_hash)
@@ -100,22 +103,6 @@ def _update_clients_statement_postgresql() -> Any:
     )
 
 
-def _update_clients_statement_sqlite() -> Any:
-    received_at = bindparam("b_received_at", type_=UTCDateTime())
-    is_newer = _is_newer(received_at)
-    return (
-        update(Client)
-        .where(Client.id == bindparam("b_id", type_=Uuid()))
-        .values(
-            last_seen_at=case((is_newer, received_at), else_=Client.last_seen_at),
-            last_heartbeat=case(
-                (is_newer, bindparam("b_last_heartbeat", type_=Text())),
-                else_=Client.last_heartbeat,
-            ),
-        )
-    )
-
-
 def _insert_heartbeats_statement_postgresql() -> Any:
     rows = (
         func.unnest(
@@ -144,43 +131,19 @@ def _insert_heartbeats_statement_postgresql() -> Any:
     )
 
 
-def _insert_heartbeats_statement_sqlite() -> Any:
-    return insert(Heartbeat).values(
-        client_id=bindparam("b_client_id", type_=Uuid()),
-        uptime_s=bindparam("b_uptime_s", type_=Float()),
-        metrics=bindparam("b_metrics", type_=Text()),
-        created_at=bindparam("b_created_at", type_=UTCDateTime()),
-    )
-
-
 _UPDATE_CLIENTS_POSTGRESQL = _update_clients_statement_postgresql()
-_UPDATE_CLIENTS_SQLITE = _update_clients_statement_sqlite()
 _INSERT_HEARTBEATS_POSTGRESQL = _insert_heartbeats_statement_postgresql()
-_INSERT_HEARTBEATS_SQLITE = _insert_heartbeats_statement_sqlite()
 
 
 async def update_clients(conn: AsyncConnection, latest: Sequence[HeartbeatRow]) -> None:
     """Set each client's `last_seen_at` and `last_heartbeat`, one row per client."""
-    if conn.dialect.name == "postgresql":
-        await conn.execute(
-            _UPDATE_CLIENTS_POSTGRESQL,
-            {
-                "ids": [row.client_id for row in latest],
-                "received_ats": [row.received_at for row in latest],
-                "last_heartbeats": [row.last_heartbeat_json for row in latest],
-            },
-        )
-        return
     await conn.execute(
-        _UPDATE_CLIENTS_SQLITE,
-        [
-            {
-                "b_id": row.client_id,
-                "b_received_at": row.received_at,
-                "b_last_heartbeat": row.last_heartbeat_json,
-            }
-            for row in latest
-        ],
+        _UPDATE_CLIENTS_POSTGRESQL,
+        {
+            "ids": [row.client_id for row in latest],
+            "received_ats": [row.received_at for row in latest],
+            "last_heartbeats": [row.last_heartbeat_json for row in latest],
+        },
     )
 
 
@@ -188,28 +151,14 @@ async def insert_heartbeats(
     conn: AsyncConnection, rows: Sequence[HeartbeatRow]
 ) -> None:
     """Append every heartbeat to the history, in arrival order."""
-    if conn.dialect.name == "postgresql":
-        await conn.execute(
-            _INSERT_HEARTBEATS_POSTGRESQL,
-            {
-                "client_ids": [row.client_id for row in rows],
-                "uptimes": [row.uptime_s for row in rows],
-                "metrics": [row.metrics_json for row in rows],
-                "created_ats": [row.received_at for row in rows],
-            },
-        )
-        return
     await conn.execute(
-        _INSERT_HEARTBEATS_SQLITE,
-        [
-            {
-                "b_client_id": row.client_id,
-                "b_uptime_s": row.uptime_s,
-                "b_metrics": row.metrics_json,
-                "b_created_at": row.received_at,
-            }
-            for row in rows
-        ],
+        _INSERT_HEARTBEATS_POSTGRESQL,
+        {
+            "client_ids": [row.client_id for row in rows],
+            "uptimes": [row.uptime_s for row in rows],
+            "metrics": [row.metrics_json for row in rows],
+            "created_ats": [row.received_at for row in rows],
+        },
     )
 
 
@@ -241,3 +190,84 @@ async def client_status_row(
         )
     ).first()
     return row
+
+
+# SQLite: the same statements by hand, run on sqlite3 in the driver's thread.
+# Lists travel as one JSON array parameter, read back with json_each.
+
+_SQLITE_TOKEN_OWNERS = """
+SELECT token_hash, id FROM clients
+WHERE token_hash IN (SELECT value FROM json_each(?))
+"""
+
+_SQLITE_UPDATE_CLIENTS = """
+UPDATE clients SET
+    last_heartbeat = CASE
+        WHEN last_seen_at IS NULL OR last_seen_at <= :received_at
+        THEN :last_heartbeat ELSE last_heartbeat END,
+    last_seen_at = CASE
+        WHEN last_seen_at IS NULL OR last_seen_at <= :received_at
+        THEN :received_at ELSE last_seen_at END
+WHERE id = :id
+"""
+
+_SQLITE_INSERT_HEARTBEATS = """
+INSERT INTO heartbeats (client_id, uptime_s, metrics, created_at)
+VALUES (?, ?, ?, ?)
+"""
+
+_SQLITE_PENDING_COMMANDS = f"""
+SELECT client_id, count(*) FROM commands
+WHERE status = '{CommandStatus.PENDING.value}'
+    AND client_id IN (SELECT value FROM json_each(?))
+GROUP BY client_id
+"""
+
+
+def token_owners_sqlite(
+    db: sqlite3.Connection, codec: SqliteCodec, token_hashes: Collection[str]
+) -> dict[str, uuid.UUID]:
+    """The client id behind each known token hash (SQLite has one writer)."""
+    rows = db.execute(_SQLITE_TOKEN_OWNERS, (json.dumps(list(token_hashes)),))
+    return {token_hash: codec.from_id(client_id) for token_hash, client_id in rows}
+
+
+def update_clients_sqlite(
+    db: sqlite3.Connection, codec: SqliteCodec, latest: Sequence[HeartbeatRow]
+) -> None:
+    db.executemany(
+        _SQLITE_UPDATE_CLIENTS,
+        [
+            {
+                "id": codec.to_id(row.client_id),
+                "received_at": codec.to_time(row.received_at),
+                "last_heartbeat": row.last_heartbeat_json,
+            }
+            for row in latest
+        ],
+    )
+
+
+def insert_heartbeats_sqlite(
+    db: sqlite3.Connection, codec: SqliteCodec, rows: Sequence[HeartbeatRow]
+) -> None:
+    db.executemany(
+        _SQLITE_INSERT_HEARTBEATS,
+        [
+            (
+                codec.to_id(row.client_id),
+                row.uptime_s,
+                row.metrics_json,
+                codec.to_time(row.received_at),
+            )
+            for row in rows
+        ],
+    )
+
+
+def count_pending_commands_sqlite(
+    db: sqlite3.Connection, codec: SqliteCodec, client_ids: Collection[uuid.UUID]
+) -> dict[uuid.UUID, int]:
+    ids = json.dumps([codec.to_id(client_id) for client_id in client_ids])
+    rows = db.execute(_SQLITE_PENDING_COMMANDS, (ids,))
+    return {codec.from_id(client_id): count for client_id, count in rows}

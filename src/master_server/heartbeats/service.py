@@ -3,9 +3,12 @@
 A heartbeat never opens a session of its own. The request is checked and
 queued; the writer authenticates a whole batch of them with one query, stores
 them with one UPDATE of `clients` and one INSERT into `heartbeats`, counts the
-pending commands of the batch's clients, commits, and only then answers.
+pending commands of the batch's clients, commits, and only then answers. The
+steps are the same on both databases; PostgreSQL runs them through SQLAlchemy
+Core, SQLite as one function on its driver's thread.
 """
 
+import sqlite3
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,12 +16,16 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from master_server.auth.errors import InvalidToken
 from master_server.clients.errors import ClientNotFound
 from master_server.clients.presence import ClientStatus, presence
-from master_server.core.batching import BatchWriter
+from master_server.core.batching import (
+    BatchWriter,
+    SqliteCodec,
+    run_in_sqlite_thread,
+)
 from master_server.core.db import Database
 from master_server.core.errors import MasterServerError
 from master_server.core.limits import dumps_document
@@ -54,8 +61,7 @@ def create_writer(database: Database) -> HeartbeatWriter:
     async def write(
         items: Sequence[HeartbeatItem],
     ) -> list[HeartbeatRecorded | MasterServerError]:
-        async with database.engine.begin() as conn:
-            return await store_heartbeats(conn, items)
+        return await write_heartbeats(database.engine, items)
 
     return BatchWriter(
         "heartbeats",
@@ -96,25 +102,40 @@ async def record_heartbeat(
     )
 
 
-async def store_heartbeats(
-    conn: AsyncConnection, items: Sequence[HeartbeatItem]
+async def write_heartbeats(
+    engine: AsyncEngine, items: Sequence[HeartbeatItem]
 ) -> list[HeartbeatRecorded | MasterServerError]:
-    """Authenticate and store a batch in the caller's transaction.
+    """Authenticate and store a batch in one transaction of its own.
 
     One outcome per item, in order. A refused item changes nothing; the rest
     are stored. A client's `last_seen_at` only ever moves forward.
     """
+    async with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            codec = SqliteCodec.of(conn.dialect)
+            outcomes = await run_in_sqlite_thread(
+                conn, lambda db: _store_sqlite(db, codec, items)
+            )
+        else:
+            async with conn.begin():
+                outcomes = await store_heartbeats(conn, items)
+
+    for item, outcome in zip(items, outcomes, strict=True):
+        if isinstance(outcome, MasterServerError):
+            log.warning(
+                "heartbeat.refused", client_id=str(item.client_id), code=outcome.code
+            )
+    return outcomes
+
+
+async def store_heartbeats(
+    conn: AsyncConnection, items: Sequence[HeartbeatItem]
+) -> list[HeartbeatRecorded | MasterServerError]:
+    """The PostgreSQL batch, in the caller's transaction."""
     owners = await repository.lock_token_owners(
         conn, {item.token_hash for item in items}, for_update=True
     )
-    refusals = [
-        token_refusal(owners.get(item.token_hash), item.client_id) for item in items
-    ]
-    accepted = [
-        item.row
-        for item, refusal in zip(items, refusals, strict=True)
-        if refusal is None
-    ]
+    refusals, accepted = _authenticate(items, owners)
 
     pending: dict[uuid.UUID, int] = {}
     if accepted:
@@ -123,22 +144,67 @@ async def store_heartbeats(
         pending = await repository.count_pending_commands(
             conn, {row.client_id for row in accepted}
         )
+    return _outcomes(items, refusals, pending)
 
-    outcomes: list[HeartbeatRecorded | MasterServerError] = []
-    for item, refusal in zip(items, refusals, strict=True):
-        if refusal is not None:
-            log.warning(
-                "heartbeat.refused", client_id=str(item.client_id), code=refusal.code
+
+def _store_sqlite(
+    db: sqlite3.Connection, codec: SqliteCodec, items: Sequence[HeartbeatItem]
+) -> list[HeartbeatRecorded | MasterServerError]:
+    """The SQLite batch, on the driver's thread, in a transaction of its own.
+
+    BEGIN IMMEDIATE takes the write lock before the first read, so another
+    process writing the same file makes this wait (busy timeout) rather than
+    fail halfway.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        owners = repository.token_owners_sqlite(
+            db, codec, {item.token_hash for item in items}
+        )
+        refusals, accepted = _authenticate(items, owners)
+
+        pending: dict[uuid.UUID, int] = {}
+        if accepted:
+            repository.update_clients_sqlite(db, codec, _latest_per_client(accepted))
+            repository.insert_heartbeats_sqlite(db, codec, accepted)
+            pending = repository.count_pending_commands_sqlite(
+                db, codec, {row.client_id for row in accepted}
             )
-            outcomes.append(refusal)
-        else:
-            outcomes.append(
-                HeartbeatRecorded(
-                    received_at=item.row.received_at,
-                    pending_commands=pending.get(item.client_id, 0),
-                )
-            )
-    return outcomes
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise
+    return _outcomes(items, refusals, pending)
+
+
+def _authenticate(
+    items: Sequence[HeartbeatItem], owners: dict[str, uuid.UUID]
+) -> tuple[list[MasterServerError | None], list[HeartbeatRow]]:
+    """Each item's refusal (None when accepted), and the rows to store."""
+    refusals = [
+        token_refusal(owners.get(item.token_hash), item.client_id) for item in items
+    ]
+    accepted = [
+        item.row
+        for item, refusal in zip(items, refusals, strict=True)
+        if refusal is None
+    ]
+    return refusals, accepted
+
+
+def _outcomes(
+    items: Sequence[HeartbeatItem],
+    refusals: Sequence[MasterServerError | None],
+    pending: dict[uuid.UUID, int],
+) -> list[HeartbeatRecorded | MasterServerError]:
+    return [
+        refusal
+        or HeartbeatRecorded(
+            received_at=item.row.received_at,
+            pending_commands=pending.get(item.client_id, 0),
+        )
+        for item, refusal in zip(items, refusals, strict=True)
+    ]
 
 
 def token_refusal(
