@@ -2,9 +2,11 @@
 talking over real HTTP, on SQLite and on PostgreSQL.
 """
 
+import json
+
 import pytest
 
-from tests.e2e.conftest import Operator, crash
+from tests.e2e.operator import Operator, crash
 from tests.fixtures.agent import AgentFactory
 from tests.fixtures.server import ServerProcess
 
@@ -22,7 +24,7 @@ def test_an_agent_registers_shows_online_and_answers_an_echo(
     agent = start_agent(server.url, pi.provision_key)
 
     assert agent.wait_for_event("agent.registered")["client_id"] == pi.id
-    agent.wait_for_event("agent.ready")
+    agent.wait_for_event("heartbeat.sent")
     shown = operator.wait_for_status(pi.id, "online")
     assert shown["registered_at"] is not None
     assert shown["last_seen_at"] is not None
@@ -35,8 +37,12 @@ def test_an_agent_registers_shows_online_and_answers_an_echo(
     assert command["sent_at"] is not None
     assert command["acked_at"] is not None
     agent.wait_for_event("command.acknowledged", command_id=command_id)
-    assert pi.provision_key not in agent.log_path.read_text()
-    assert (agent.state_dir / "state.json").stat().st_mode & 0o777 == 0o600
+    state_file = agent.state_dir / "state.json"
+    assert state_file.stat().st_mode & 0o777 == 0o600
+    token = json.loads(state_file.read_text())["token"]
+    for secret in (pi.provision_key, token):
+        assert secret not in agent.log_path.read_text()
+        assert secret not in server.log_path.read_text()
 
 
 def test_an_agent_outlives_a_server_crash_and_loses_no_ack(
