@@ -62,7 +62,12 @@ async def login(
     password_hash = user.password_hash if user is not None else None
     is_valid = await anyio.to_thread.run_sync(hashing.verify, password_hash, password)
     if user is None or not is_valid or user.is_disabled:
-        log.warning("user.login.failed", user_id=str(user.id) if user else None)
+        # The caller hears one refusal for all three; the log tells them apart.
+        log.warning(
+            "user.login.failed",
+            user_id=str(user.id) if user else None,
+            reason=_failure_reason(user, is_valid),
+        )
         raise InvalidCredentials
 
     if user.is_otp_enabled:
@@ -84,6 +89,12 @@ async def login(
 
     log.info("user.login.succeeded", user_id=str(user.id))
     return OpenedSession(token=token, expires_at=expires_at, user=user)
+
+
+def _failure_reason(user: User | None, is_valid: bool) -> str:
+    if user is None:
+        return "unknown_user"
+    return "wrong_password" if not is_valid else "disabled"
 
 
 async def _find_by_username(db: AsyncSession, username: str) -> User | None:

@@ -223,7 +223,7 @@ DATABASE_BUSY = "the request collided with a concurrent change, retry it"
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     failure = _database_failure(exc)
     if failure is None:
-        return await _unexpected_error(request, exc)
+        raise exc  # a bug: on to the handler of last resort, as a 500
 
     if failure == "bad_value":
         log.warning("http.unstorable_value", error_type=type(exc).__name__)

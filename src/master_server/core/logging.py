@@ -2,6 +2,9 @@
 
 Standard-library loggers (uvicorn, sqlalchemy, alembic) are routed through the
 same renderer, so every line the process prints parses as JSON.
+
+`masterctl` is a command for a person, whose stdout carries its own messages:
+there, logs go to stderr and only warnings and worse are shown.
 """
 
 import logging
@@ -18,8 +21,12 @@ def _dumps(value: Any, **_: Any) -> str:
     return orjson.dumps(value, default=str).decode()
 
 
-def configure_logging(settings: Settings) -> None:
-    level = getattr(logging, settings.log_level.upper())
+def configure_logging(settings: Settings, *, for_cli: bool = False) -> None:
+    level: int = getattr(logging, settings.log_level.upper())
+    stream = sys.stdout
+    if for_cli:
+        level = max(level, logging.WARNING)
+        stream = sys.stderr
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -42,7 +49,7 @@ def configure_logging(settings: Settings) -> None:
         cache_logger_on_first_use=True,
     )
 
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,

@@ -87,7 +87,7 @@ class RequestBodyMiddleware:
                 send, 413, _too_large_message(self.max_bytes), "payload_too_large"
             )
             return
-        if declared and not _is_json(scope):
+        if (declared or _is_chunked(scope)) and not _is_json(scope):
             await _refuse(
                 send,
                 415,
@@ -120,6 +120,11 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+def _is_chunked(scope: Scope) -> bool:
+    """A body sent without a Content-Length (Transfer-Encoding: chunked)."""
+    return any(name == b"transfer-encoding" for name, _ in scope["headers"])
 
 
 def _too_large_message(max_bytes: int) -> str:
