@@ -1,19 +1,16 @@
-"""Helpers for the auth tests: apps with other settings, and live TOTP codes."""
+"""Fixtures for the auth tests: apps on the test database with other settings."""
 
-import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from master_server.app import create_app
-from master_server.auth import totp
 from master_server.core.db import Database
+from tests.auth.helpers import AppClientFactory
 from tests.fixtures.database import make_settings
-
-AppClientFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 
 
 @pytest.fixture
@@ -34,18 +31,3 @@ def app_client(
                 yield http
 
     return open_client
-
-
-def current_step() -> int:
-    """The current TOTP step, waiting out the last second before a new one.
-
-    Tests that use the window's edges (now ± 1) would fail if the step changed
-    between making a code and the server checking it.
-    """
-    if time.time() % totp.STEP_SECONDS > totp.STEP_SECONDS - 1.5:
-        time.sleep(1.6)
-    return totp.time_step()
-
-
-def code_for(secret: str, offset: int = 0) -> str:
-    return totp.code_at_step(secret, current_step() + offset)

@@ -15,7 +15,7 @@ from master_server.core.config import Settings
 from master_server.core.db import Database
 from master_server.core.security import PasswordHashing, hash_token
 from master_server.models import Base, Session, User, UserRole
-from tests.auth.conftest import AppClientFactory
+from tests.auth.helpers import AppClientFactory
 from tests.fixtures.app import USER_PASSWORD, create_user
 from tests.fixtures.database import make_settings
 

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import select, text, update
 
 from master_server.core.db import Database
 from master_server.core.security import TokenKind, hash_token, new_token
@@ -71,6 +71,23 @@ async def test_an_expired_session_gets_401(
         "error": "invalid or expired token",
         "code": "invalid_token",
     }
+
+
+async def test_a_login_clears_the_users_expired_sessions(
+    client: httpx.AsyncClient, user: User, database: Database
+) -> None:
+    expired = await login(client, "alice", USER_PASSWORD)
+    async with database.engine.begin() as connection:
+        await connection.execute(
+            update(Session).values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+
+    current = await login(client, "alice", USER_PASSWORD)
+
+    async with database.engine.connect() as connection:
+        stored = (await connection.scalars(select(Session.token_hash))).all()
+    assert stored == [hash_token(current["Authorization"].removeprefix("Bearer "))]
+    assert hash_token(expired["Authorization"].removeprefix("Bearer ")) not in stored
 
 
 async def test_a_session_of_a_user_disabled_behind_the_apis_back_stops_working(

@@ -283,3 +283,15 @@ async def test_a_wrong_password_error_matches_the_documented_401(
     )
 
     assert_error_shape(response, 401, "invalid_credentials")
+
+
+async def test_the_openapi_schema_documents_the_errors_of_auth_and_users(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/openapi.json")
+
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    assert {"401", "422", "503"} <= set(paths["/auth/login"]["post"]["responses"])
+    assert {"401", "403", "409", "503"} <= set(paths["/users"]["post"]["responses"])
+    assert {"404", "409"} <= set(paths["/users/{user_id}"]["delete"]["responses"])

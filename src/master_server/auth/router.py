@@ -16,10 +16,19 @@ from master_server.auth.schemas import (
     OtpVerifyRequest,
 )
 from master_server.core.deps import DbSession, HashingDep, SettingsDep
-from master_server.core.errors import ErrorBody, error_responses
+from master_server.core.errors import (
+    DatabaseBusy,
+    DatabaseUnavailable,
+    ErrorBody,
+    error_responses,
+)
 from master_server.users.schemas import UserRead
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+router = APIRouter(
+    prefix="/auth",
+    tags=["auth"],
+    responses=error_responses(DatabaseUnavailable, DatabaseBusy),
+)
 
 
 @router.post(

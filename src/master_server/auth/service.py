@@ -80,8 +80,13 @@ async def login(
         user.password_hash = await anyio.to_thread.run_sync(hashing.hash, password)
         log.info("user.password.rehashed", user_id=str(user.id))
 
+    # Expired sessions are dead weight; each login clears its user's.
+    now = utcnow()
+    await db.execute(
+        delete(Session).where(Session.user_id == user.id, Session.expires_at <= now)
+    )
     token = new_token(TokenKind.SESSION)
-    expires_at = utcnow() + timedelta(seconds=ttl_seconds)
+    expires_at = now + timedelta(seconds=ttl_seconds)
     db.add(
         Session(user_id=user.id, token_hash=hash_token(token), expires_at=expires_at)
     )

@@ -12,6 +12,8 @@ and a stable `code`; features subclass these next to their own code::
     ├── PayloadTooLarge            413
     ├── UnsupportedMediaType       415
     └── ServiceUnavailable         503
+        ├── DatabaseUnavailable    503  the database does not answer
+        └── DatabaseBusy           503  a deadlock or serialisation failure
 
 Errors that do not come from us (Starlette's 404 and 405, FastAPI's 422, a
 database that is down or refuses a value, an unexpected exception) are rendered
@@ -92,6 +94,16 @@ class ServiceUnavailable(MasterServerError):
     status_code = 503
     code = "service_unavailable"
     message = "the service is temporarily unavailable, retry later"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    code = "database_unavailable"
+    message = "the database is unavailable, retry later"
+
+
+class DatabaseBusy(ServiceUnavailable):
+    code = "database_busy"
+    message = "the request collided with a concurrent change, retry it"
 
 
 class ErrorBody(BaseModel):
@@ -216,8 +228,6 @@ def _database_failure(exc: Exception) -> str | None:
 
 
 UNSTORABLE_VALUE = "the database cannot store a value in this request"
-DATABASE_DOWN = "the database is unavailable, retry later"
-DATABASE_BUSY = "the request collided with a concurrent change, retry it"
 
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
@@ -241,14 +251,9 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(body.model_dump(), status_code=422)
 
     log.error("database.unavailable", failure=failure, error_type=type(exc).__name__)
-    down = failure == "down"
+    error = DatabaseUnavailable() if failure == "down" else DatabaseBusy()
     return JSONResponse(
-        {
-            "error": DATABASE_DOWN if down else DATABASE_BUSY,
-            "code": "database_unavailable" if down else "database_busy",
-        },
-        status_code=503,
-        headers={"Retry-After": "1"},
+        error.body(), status_code=error.status_code, headers={"Retry-After": "1"}
     )
 
 

@@ -5,7 +5,12 @@ from fastapi import APIRouter, status
 from master_server.auth.dependencies import CurrentAdmin
 from master_server.auth.errors import InvalidToken
 from master_server.core.deps import DbSession, HashingDep, PageDep
-from master_server.core.errors import Forbidden, error_responses
+from master_server.core.errors import (
+    DatabaseBusy,
+    DatabaseUnavailable,
+    Forbidden,
+    error_responses,
+)
 from master_server.users import service as user_service
 from master_server.users.errors import LastAdmin, UsernameTaken, UserNotFound
 from master_server.users.schemas import UserCreate, UserRead, UserUpdate
@@ -13,7 +18,9 @@ from master_server.users.schemas import UserCreate, UserRead, UserUpdate
 router = APIRouter(
     prefix="/users",
     tags=["users"],
-    responses=error_responses(InvalidToken, Forbidden),
+    responses=error_responses(
+        InvalidToken, Forbidden, DatabaseUnavailable, DatabaseBusy
+    ),
 )
 
 
