@@ -151,3 +151,49 @@ def test_a_restarted_agent_reuses_its_state_and_reports_a_clean_stop(
     messages = [event["message"] for event in operator.events(pi.id)]
     assert messages.count("agent.started") == 2
     assert messages.count("agent.stopped") == 2
+
+
+def test_an_ack_kept_on_disk_outlives_an_agent_restart_during_an_outage(
+    server: ServerProcess, operator: Operator, start_agent: AgentFactory
+) -> None:
+    pi = operator.create_client("pi-cellar")
+    agent = start_agent(
+        server.url, pi.provision_key, extra_args=["--exec-allow", "sleep 1"]
+    )
+    agent.wait_for_event("agent.ready")
+    command_id = operator.send(pi.id, "exec", {"command": "sleep 1"})
+    agent.wait_for_event("command.received", command_id=command_id)
+
+    crash(server)
+    agent.wait_for_event("command.ack_deferred", command_id=command_id)
+    assert agent.stop() == 0
+    assert agent.wait_for_event("agent.stopped")["unsent_acks"] == 1
+    server.start()
+    mark = agent.start().mark()
+
+    agent.wait_for_event("command.acknowledged", after=mark, command_id=command_id)
+    command = operator.wait_until_final(pi.id, [command_id])[command_id]
+    assert command["status"] == "acked"
+    assert command["result"]["exit_code"] == 0
+    assert len(agent.events_named("command.received", command_id=command_id)) == 1
+
+
+def test_a_command_cut_short_by_an_agent_crash_is_failed_and_never_run_again(
+    server: ServerProcess, operator: Operator, start_agent: AgentFactory
+) -> None:
+    pi = operator.create_client("pi-loft")
+    agent = start_agent(
+        server.url, pi.provision_key, extra_args=["--exec-allow", "sleep 5"]
+    )
+    agent.wait_for_event("agent.ready")
+    command_id = operator.send(pi.id, "exec", {"command": "sleep 5"})
+    agent.wait_for_event("command.received", command_id=command_id)
+
+    agent.kill()
+    mark = agent.start().mark()
+
+    agent.wait_for_event("command.interrupted", after=mark, command_id=command_id)
+    command = operator.wait_until_final(pi.id, [command_id])[command_id]
+    assert command["status"] == "failed"
+    assert command["result"]["error"].startswith("interrupted")
+    assert len(agent.events_named("command.received", command_id=command_id)) == 1
