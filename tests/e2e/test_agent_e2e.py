@@ -60,7 +60,7 @@ def test_an_agent_outlives_a_server_crash_and_loses_no_ack(
     crash(server)
     crashed_at = agent.mark()
     agent.wait_for_event("server.unreachable", after=crashed_at)
-    # Both commands end while the server is down: their acks wait on disk.
+    # The exec ends while the server is down: its ack waits on disk.
     agent.wait_for_event("command.ack_deferred", command_id=running)
     server.start()
 
