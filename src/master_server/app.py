@@ -1,5 +1,6 @@
 """The ASGI application: `create_app()` and the lifespan that owns the engine."""
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -20,6 +21,19 @@ from master_server.heartbeats import service as heartbeat_service
 log = structlog.get_logger(__name__)
 
 
+def settle_garbage_collector() -> None:
+    """Keep a serving process's collector off the hot path.
+
+    What start-up loaded lives as long as the process, so it is frozen out of
+    every collection; and young objects are collected less often, because a
+    request waiting on a batch survives collections and drags its objects into
+    the older generations, whose collections then scan the whole heap. Both
+    cut heartbeat CPU by a third and its p99 by more in bench/run.
+    """
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
+
+
 def create_app(
     settings: Settings | None = None, *, database: Database | None = None
 ) -> FastAPI:
@@ -35,6 +49,8 @@ def create_app(
         # Group-commit writers; leaving the block writes what they still hold.
         app.state.heartbeat_writer = heartbeat_service.create_writer(app.state.database)
         app.state.event_writer = event_service.create_writer(app.state.database)
+        if owned:
+            settle_garbage_collector()
         try:
             async with app.state.heartbeat_writer, app.state.event_writer:
                 yield

@@ -205,3 +205,44 @@ async def test_a_waiter_that_gives_up_does_not_disturb_its_batch() -> None:
 def test_a_batch_size_below_one_is_refused() -> None:
     with pytest.raises(ValueError):
         BatchWriter("test", Recorder(), max_batch_size=0)
+
+
+async def test_two_writer_tasks_write_two_batches_at_once() -> None:
+    recorder = Recorder(delay_seconds=0.05)
+
+    async with BatchWriter("test", recorder, max_batch_size=2, concurrency=2) as writer:
+        started = asyncio.get_running_loop().time()
+        results = await asyncio.gather(*(writer.submit(n) for n in range(4)))
+        elapsed = asyncio.get_running_loop().time() - started
+
+    assert results == [0, 10, 20, 30]
+    assert sorted(map(sorted, recorder.batches)) == [[0, 1], [2, 3]]
+    assert elapsed < 0.09  # side by side, not one after the other
+
+
+async def test_stopping_several_writer_tasks_writes_everything_queued() -> None:
+    recorder = Recorder(delay_seconds=0.01)
+    writer = BatchWriter("test", recorder, max_batch_size=3, concurrency=3)
+    writer.start()
+    queued = [asyncio.create_task(writer.submit(n)) for n in range(20)]
+    await asyncio.sleep(0)
+
+    await writer.stop()
+
+    assert [task.result() for task in queued] == [n * 10 for n in range(20)]
+
+
+async def test_on_stop_runs_after_the_last_batch() -> None:
+    events: list[str] = []
+
+    async def write(items: Sequence[int]) -> Sequence[int | MasterServerError]:
+        events.append("write")
+        return items
+
+    async def on_stop() -> None:
+        events.append("stopped")
+
+    async with BatchWriter("test", write, on_stop=on_stop) as writer:
+        await writer.submit(1)
+
+    assert events == ["write", "stopped"]

@@ -4,6 +4,7 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import httpx
@@ -19,7 +20,7 @@ from master_server.core.db import Database, create_engine
 from master_server.core.security import hash_token
 from master_server.heartbeats import service as heartbeat_service
 from master_server.heartbeats.repository import HeartbeatRow
-from master_server.heartbeats.service import HeartbeatItem, HeartbeatRecorded
+from master_server.heartbeats.service import HeartbeatRecorded
 from master_server.models import Client, Event, Heartbeat
 from master_server.models.base import utcnow
 from tests.fixtures.fleet import (
@@ -249,21 +250,19 @@ async def test_concurrent_heartbeats_from_one_client_never_move_last_seen_at_bac
     assert len(await stored_uptimes(database, device.id)) == 50
 
 
-def item(device: Device, received_at: datetime, uptime: float) -> HeartbeatItem:
-    row = HeartbeatRow(
+def item(device: Device, received_at: datetime, uptime: float) -> HeartbeatRow:
+    return HeartbeatRow(
         client_id=device.id,
+        token_hash=hash_token(device.token),
         uptime_s=uptime,
         metrics_json=None,
         last_heartbeat_json=f'{{"uptime_s": {uptime}}}',
         received_at=received_at,
     )
-    return HeartbeatItem(
-        client_id=device.id, token_hash=hash_token(device.token), row=row
-    )
 
 
 async def store(
-    engine: AsyncEngine, items: list[HeartbeatItem]
+    engine: AsyncEngine, items: list[HeartbeatRow]
 ) -> list[HeartbeatRecorded | Exception]:
     return list(await heartbeat_service.write_heartbeats(engine, items))
 
@@ -372,10 +371,7 @@ async def test_in_one_batch_a_token_on_another_clients_id_is_refused_alone(
     device: Device, other_device: Device, database: Database
 ) -> None:
     now = utcnow()
-    trespass = item(device, now, 9)
-    trespass = HeartbeatItem(
-        client_id=other_device.id, token_hash=trespass.token_hash, row=trespass.row
-    )
+    trespass = replace(item(device, now, 9), client_id=other_device.id)
 
     outcomes = await store(database.engine, [trespass, item(other_device, now, 1)])
 

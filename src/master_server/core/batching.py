@@ -16,7 +16,9 @@ devices retry.
 
 Under load the batching needs no timer: while one batch is being written the
 next one fills up, so batches grow with the load and the number of commits
-stays bounded by the database's speed, not by the request rate.
+stays bounded by the database's speed, not by the request rate. A fixed wait
+for company (`max_delay_seconds`) is available, but measured only to lower
+throughput, so the writers here do not use it.
 
 On SQLite a batch is best written by one function on the driver's own thread
 (`run_in_sqlite_thread`): aiosqlite hands every call to that thread and back,
@@ -36,7 +38,7 @@ from typing import Any, Generic, Self, TypeVar
 
 import structlog
 from sqlalchemy import Dialect, Uuid
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from master_server.core.errors import MasterServerError, ServiceUnavailable
 from master_server.models.base import UTCDateTime
@@ -98,6 +100,13 @@ _STOP = object()
 class BatchWriter(Generic[ItemT, ResultT]):
     """Writes submitted items in batches, one transaction per batch.
 
+    A batch holds at most `max_batch_size` items. Once it has its first item
+    it waits `max_delay_seconds` for more (0: it takes only what is queued).
+    `concurrency` writer tasks take batches from the one queue; PostgreSQL
+    could write several at once, but one was measured to be best. A write
+    taking longer than `write_timeout_seconds` fails its batch, and more than
+    `max_queue_size` waiting items refuse new ones (503) rather than pile up.
+
     Use it as an async context manager (or `start()` and `stop()`): stopping
     refuses new items and writes everything already queued before returning.
     """
@@ -108,21 +117,25 @@ class BatchWriter(Generic[ItemT, ResultT]):
         write: WriteBatch[ItemT, ResultT],
         *,
         max_batch_size: int = 500,
-        max_delay_seconds: float = 0.002,
+        max_delay_seconds: float = 0.0,
         max_queue_size: int = 20_000,
         write_timeout_seconds: float = 15.0,
+        concurrency: int = 1,
+        on_stop: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        if max_batch_size < 1:
-            raise ValueError("max_batch_size must be at least 1")
+        if max_batch_size < 1 or concurrency < 1:
+            raise ValueError("max_batch_size and concurrency must be at least 1")
         self.name = name
         self.max_batch_size = max_batch_size
         self.max_delay_seconds = max_delay_seconds
         self.max_queue_size = max_queue_size
         self.write_timeout_seconds = write_timeout_seconds
+        self.concurrency = concurrency
         self.stats = BatchStats()
         self._write = write
+        self._on_stop = on_stop
         self._queue: asyncio.Queue[_Pending[ItemT, ResultT] | object] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._is_stopping = False
 
     @property
@@ -143,22 +156,29 @@ class BatchWriter(Generic[ItemT, ResultT]):
         await self.stop()
 
     def start(self) -> None:
-        if self._task is not None:
+        if self._tasks:
             raise RuntimeError(f"batch writer {self.name} is already running")
         self._is_stopping = False
-        self._task = asyncio.create_task(self._run(), name=f"batch-writer-{self.name}")
+        self._tasks = [
+            asyncio.create_task(self._run(), name=f"batch-writer-{self.name}-{n}")
+            for n in range(self.concurrency)
+        ]
         log.debug("batch.writer.started", writer=self.name)
 
     async def stop(self) -> None:
-        """Refuse new items, write the queued ones, then end the task."""
-        if self._task is None:
+        """Refuse new items, write the queued ones, end the tasks, run `on_stop`."""
+        if not self._tasks:
             return
         self._is_stopping = True
-        self._queue.put_nowait(_STOP)
+        for _ in self._tasks:
+            self._queue.put_nowait(_STOP)
         try:
-            await self._task
+            await asyncio.gather(*self._tasks)
         finally:
-            self._task = None
+            self._tasks = []
+            self._refuse_queued()
+            if self._on_stop is not None:
+                await self._on_stop()
         log.debug("batch.writer.stopped", writer=self.name, **_summary(self.stats))
 
     async def submit(self, item: ItemT) -> ResultT:
@@ -167,7 +187,7 @@ class BatchWriter(Generic[ItemT, ResultT]):
         Returns the item's result, or raises its own error, or `WriteFailed`
         when the batch could not be stored.
         """
-        if self._task is None or self._is_stopping:
+        if not self._tasks or self._is_stopping:
             raise WriterStopped
         if self._queue.qsize() >= self.max_queue_size:
             raise WriterOverloaded
@@ -177,20 +197,17 @@ class BatchWriter(Generic[ItemT, ResultT]):
         return await future
 
     async def _run(self) -> None:
-        try:
-            is_last = False
-            while not is_last:
-                first = await self._queue.get()
-                if first is _STOP:
-                    break
-                batch, is_last = await self._gather(first)
-                await self._flush(batch)
-        finally:
-            self._refuse_queued()
+        is_last = False
+        while not is_last:
+            first = await self._queue.get()
+            if first is _STOP:
+                break
+            batch, is_last = await self._gather(first)
+            await self._flush(batch)
 
     def _refuse_queued(self) -> None:
-        # Anything queued behind the stop marker raced with stop(): refuse it
-        # rather than leave its request waiting forever.
+        # Anything still queued raced with stop(): refuse it rather than leave
+        # its request waiting forever.
         while not self._queue.empty():
             leftover = self._queue.get_nowait()
             if isinstance(leftover, _Pending) and not leftover.future.done():
@@ -208,8 +225,7 @@ class BatchWriter(Generic[ItemT, ResultT]):
             and len(batch) < self.max_batch_size
             and self.max_delay_seconds > 0
         ):
-            # Light load: wait a moment for company, which costs each request
-            # a couple of milliseconds and saves the database many commits.
+            # Wait a moment for company: fewer commits, for a little latency.
             await asyncio.sleep(self.max_delay_seconds)
             is_last = self._take_queued(batch)
         return batch, is_last
@@ -328,3 +344,40 @@ class SqliteCodec:
         to_time = UTCDateTime().bind_processor(dialect)
         assert to_id and from_id and to_time
         return cls(to_id=to_id, from_id=from_id, to_time=to_time)
+
+
+class HeldConnection:
+    """A connection a writer keeps from one batch to the next, in autocommit.
+
+    Taking one from the pool for each batch costs a pre-ping round trip and
+    the pool's bookkeeping, more than a batch of one statement. A batch that
+    is one statement is also one transaction, so autocommit needs no BEGIN
+    or COMMIT. After a failed batch the connection is dropped, in case it is
+    the connection that failed, and the next batch opens a new one.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._conn: AsyncConnection | None = None
+
+    async def connection(self) -> AsyncConnection:
+        if self._conn is None:
+            conn = await self._engine.connect()
+            self._conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        return self._conn
+
+    async def discard(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.invalidate()
+                await conn.close()
+            except Exception as exc:  # it is being thrown away anyway
+                log.debug(
+                    "batch.connection.close_failed", error_type=type(exc).__name__
+                )
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()

@@ -1,7 +1,7 @@
 """Statements for events: batched inserts and the newest-first query.
 
-As for heartbeats, PostgreSQL gets a batch as unnested arrays (one statement
-text, prepared once) and SQLite an executemany on sqlite3, in the driver's
+As for heartbeats (see their repository), a PostgreSQL batch is one
+statement, run in autocommit, and a SQLite batch one function on the driver's
 thread. Rows are inserted in the order given, so `seq` follows arrival order
 within a batch as across them.
 """
@@ -11,88 +11,84 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import (
-    ColumnElement,
-    String,
-    Text,
-    Uuid,
-    bindparam,
-    cast,
-    column,
-    func,
-    insert,
-    select,
-)
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy import ColumnElement, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from master_server.core.batching import SqliteCodec
 from master_server.core.deps import Page
+from master_server.heartbeats.repository import token_owners_sqlite
 from master_server.models import Event, EventLevel
-from master_server.models.base import UTCDateTime
 
 
 @dataclass(frozen=True, slots=True)
 class EventRow:
     id: uuid.UUID
     client_id: uuid.UUID
+    token_hash: str
     level: str
     message: str
     data_json: str | None  # already serialized
     created_at: datetime
 
 
-def _insert_statement_postgresql() -> Any:
-    rows = (
-        func.unnest(
-            bindparam("ids", type_=ARRAY(Uuid())),
-            bindparam("client_ids", type_=ARRAY(Uuid())),
-            bindparam("levels", type_=ARRAY(String())),
-            bindparam("messages", type_=ARRAY(Text())),
-            bindparam("datas", type_=ARRAY(Text())),
-            bindparam("created_ats", type_=ARRAY(UTCDateTime())),
-        )
-        .table_valued(
-            column("id", Uuid()),
-            column("client_id", Uuid()),
-            column("level", String()),
-            column("message", Text()),
-            column("data", Text()),
-            column("created_at", UTCDateTime()),
-            with_ordinality="ordinal",
-        )
-        .render_derived(name="v")
+_POSTGRESQL_STORE = text(
+    """
+WITH batch AS (
+    SELECT * FROM unnest(
+        CAST(:ids AS uuid[]),
+        CAST(:client_ids AS uuid[]),
+        CAST(:token_hashes AS text[]),
+        CAST(:levels AS text[]),
+        CAST(:messages AS text[]),
+        CAST(:datas AS text[]),
+        CAST(:created_ats AS timestamptz[])
+    ) WITH ORDINALITY AS b(
+        id, client_id, token_hash, level, message, data, created_at, ordinal
     )
-    return insert(Event).from_select(
-        ["id", "client_id", "level", "message", "data", "created_at"],
-        select(
-            rows.c.id,
-            rows.c.client_id,
-            rows.c.level,
-            rows.c.message,
-            cast(rows.c.data, JSONB),
-            rows.c.created_at,
-        ).order_by(rows.c.ordinal),  # seq in arrival order
-    )
+),
+owners AS (
+    -- A key-share lock: no client can be deleted before the batch commits.
+    SELECT id, token_hash FROM clients
+    WHERE token_hash = ANY(CAST(:token_hashes AS text[]))
+    FOR KEY SHARE
+),
+stored AS (
+    INSERT INTO events (id, client_id, level, message, data, created_at)
+    SELECT b.id, b.client_id, b.level, b.message, CAST(b.data AS jsonb),
+        b.created_at
+    FROM batch b
+    JOIN owners o ON o.id = b.client_id AND o.token_hash = b.token_hash
+    ORDER BY b.ordinal
+)
+SELECT o.id AS owner_id
+FROM batch b
+LEFT JOIN owners o ON o.token_hash = b.token_hash
+ORDER BY b.ordinal
+"""
+)
 
 
-_INSERT_POSTGRESQL = _insert_statement_postgresql()
+async def store_batch(
+    conn: AsyncConnection, rows: Sequence[EventRow]
+) -> list[uuid.UUID | None]:
+    """Store the rows whose token is their client's, on PostgreSQL.
 
-
-async def insert_events(conn: AsyncConnection, rows: Sequence[EventRow]) -> None:
-    await conn.execute(
-        _INSERT_POSTGRESQL,
+    Returns, per row and in order, the client holding its token, if any.
+    """
+    result = await conn.execute(
+        _POSTGRESQL_STORE,
         {
             "ids": [row.id for row in rows],
             "client_ids": [row.client_id for row in rows],
+            "token_hashes": [row.token_hash for row in rows],
             "levels": [row.level for row in rows],
             "messages": [row.message for row in rows],
             "datas": [row.data_json for row in rows],
             "created_ats": [row.created_at for row in rows],
         },
     )
+    return [owner_id for (owner_id,) in result]
 
 
 _SQLITE_INSERT = """
@@ -101,23 +97,33 @@ VALUES (?, ?, ?, ?, ?, ?)
 """
 
 
-def insert_events_sqlite(
+def store_batch_sqlite(
     db: sqlite3.Connection, codec: SqliteCodec, rows: Sequence[EventRow]
-) -> None:
-    db.executemany(
-        _SQLITE_INSERT,
-        [
-            (
-                codec.to_id(row.id),
-                codec.to_id(row.client_id),
-                row.level,
-                row.message,
-                row.data_json,
-                codec.to_time(row.created_at),
-            )
-            for row in rows
-        ],
-    )
+) -> list[uuid.UUID | None]:
+    """`store_batch` for SQLite, in a transaction of its own (BEGIN IMMEDIATE)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        owners = token_owners_sqlite(db, codec, {row.token_hash for row in rows})
+        db.executemany(
+            _SQLITE_INSERT,
+            [
+                (
+                    codec.to_id(row.id),
+                    codec.to_id(row.client_id),
+                    row.level,
+                    row.message,
+                    row.data_json,
+                    codec.to_time(row.created_at),
+                )
+                for row in rows
+                if owners.get(row.token_hash) == row.client_id
+            ],
+        )
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise
+    return [owners.get(row.token_hash) for row in rows]
 
 
 async def select_events(

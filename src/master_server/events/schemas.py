@@ -1,13 +1,16 @@
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from master_server.core.limits import check_text
 from master_server.heartbeats.schemas import Document
 from master_server.models import Event, EventLevel
+
+if TYPE_CHECKING:
+    from master_server.events.service import StoredEvent
 
 MAX_MESSAGE_LENGTH = 4096
 
@@ -73,7 +76,7 @@ class EventRead(BaseModel):
     created_at: datetime
 
     @classmethod
-    def of(cls, event: Event) -> "EventRead":
+    def of(cls, event: "Event | StoredEvent") -> "EventRead":
         return cls(
             id=event.id,
             client_id=event.client_id,

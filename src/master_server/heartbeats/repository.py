@@ -1,10 +1,15 @@
 """Statements for heartbeats, written a batch at a time.
 
-PostgreSQL gets each batch as arrays unnested into rows: one statement text
-whatever the batch size, so asyncpg prepares it once, and one round trip per
-statement. On SQLite the whole batch runs as one function on the driver's
-thread (see `core.batching.run_in_sqlite_thread`), with plain SQL on sqlite3:
-an executemany there is a loop in C, with no network in between.
+On PostgreSQL a whole batch is one statement: its arrays are unnested into
+rows, the clients behind the tokens are locked, the clients are updated and
+the history appended by data-modifying CTEs, and the pending commands are
+counted, all in one round trip. One statement is also one transaction, so
+the writer runs it in autocommit and needs no BEGIN or COMMIT either. Its text
+is the same whatever the batch size, so asyncpg prepares it once.
+
+On SQLite the whole batch runs as one function on the driver's thread (see
+`core.batching.run_in_sqlite_thread`), with plain SQL on sqlite3: there an
+executemany is a loop in C, with no network in between.
 """
 
 import json
@@ -15,151 +20,121 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    ColumnElement,
-    Float,
-    Row,
-    Text,
-    Uuid,
-    bindparam,
-    case,
-    cast,
-    column,
-    func,
-    insert,
-    or_,
-    select,
-    update,
-)
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy import Row, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from master_server.core.batching import SqliteCodec
-from master_server.models import Client, Command, CommandStatus, Heartbeat
-from master_server.models.base import UTCDateTime
+from master_server.models import Client, Command, CommandStatus
+
+PENDING = CommandStatus.PENDING.value
 
 
 @dataclass(frozen=True, slots=True)
 class HeartbeatRow:
     client_id: uuid.UUID
+    token_hash: str
     uptime_s: float | None
     metrics_json: str | None  # already serialized
     last_heartbeat_json: str
     received_at: datetime
 
 
-async def lock_token_owners(
-    conn: AsyncConnection, token_hashes: Collection[str], *, for_update: bool
-) -> dict[str, uuid.UUID]:
-    """The client id behind each known token hash, with the clients' rows locked.
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the batch found for one heartbeat."""
 
-    Rows are locked in id order: for an update (`for_update`) so that two
-    batches touching the same clients, in two workers, queue behind each
-    other instead of deadlocking; otherwise with a key-share lock, which keeps
-    the clients from being deleted until the batch commits.
-    """
-    statement = (
-        select(Client.id, Client.token_hash)
-        .where(Client.token_hash.in_(sorted(token_hashes)))
-        .order_by(Client.id)
-        .with_for_update(key_share=True, read=not for_update)
+    # The client holding the heartbeat's token, if any. Only a heartbeat whose
+    # token is its own client's was stored.
+    owner_id: uuid.UUID | None
+    pending_commands: int
+
+
+_POSTGRESQL_STORE = text(
+    f"""
+WITH batch AS (
+    SELECT * FROM unnest(
+        CAST(:client_ids AS uuid[]),
+        CAST(:token_hashes AS text[]),
+        CAST(:received_ats AS timestamptz[]),
+        CAST(:uptimes AS float8[]),
+        CAST(:metrics AS text[]),
+        CAST(:last_heartbeats AS text[])
+    ) WITH ORDINALITY AS b(
+        client_id, token_hash, received_at, uptime_s, metrics, last_heartbeat,
+        ordinal
     )
-    rows = await conn.execute(statement)
-    return {row.token_hash: row.id for row in rows}
+),
+owners AS (
+    -- Locked in id order: two workers' batches over the same clients queue
+    -- behind each other instead of deadlocking, and no client can be deleted
+    -- before the batch commits.
+    SELECT id, token_hash FROM clients
+    WHERE token_hash = ANY(CAST(:token_hashes AS text[]))
+    ORDER BY id
+    FOR NO KEY UPDATE
+),
+accepted AS (
+    SELECT b.* FROM batch b
+    JOIN owners o ON o.id = b.client_id AND o.token_hash = b.token_hash
+),
+latest AS (
+    SELECT DISTINCT ON (client_id) client_id, received_at, last_heartbeat
+    FROM accepted
+    ORDER BY client_id, received_at DESC
+),
+updated AS (
+    -- last_seen_at only moves forward, whatever order batches commit in.
+    UPDATE clients c SET
+        last_seen_at = CASE
+            WHEN c.last_seen_at IS NULL OR c.last_seen_at <= l.received_at
+            THEN l.received_at ELSE c.last_seen_at END,
+        last_heartbeat = CASE
+            WHEN c.last_seen_at IS NULL OR c.last_seen_at <= l.received_at
+            THEN CAST(l.last_heartbeat AS jsonb) ELSE c.last_heartbeat END
+    FROM latest l
+    WHERE c.id = l.client_id
+),
+stored AS (
+    INSERT INTO heartbeats (client_id, uptime_s, metrics, created_at)
+    SELECT client_id, uptime_s, CAST(metrics AS jsonb), received_at
+    FROM accepted
+    ORDER BY ordinal
+),
+pending AS (
+    SELECT client_id, count(*) AS commands FROM commands
+    WHERE client_id IN (SELECT client_id FROM latest) AND status = '{PENDING}'
+    GROUP BY client_id
+)
+SELECT o.id AS owner_id, coalesce(p.commands, 0) AS pending_commands
+FROM batch b
+LEFT JOIN owners o ON o.token_hash = b.token_hash
+LEFT JOIN pending p ON p.client_id = b.client_id
+ORDER BY b.ordinal
+"""
+)
 
 
-def _is_newer(received_at: ColumnElement[Any]) -> ColumnElement[bool]:
-    # last_seen_at only moves forward, whatever order batches commit in.
-    return or_(Client.last_seen_at.is_(None), Client.last_seen_at <= received_at)
-
-
-def _update_clients_statement_postgresql() -> Any:
-    rows = (
-        func.unnest(
-            bindparam("ids", type_=ARRAY(Uuid())),
-            bindparam("received_ats", type_=ARRAY(UTCDateTime())),
-            bindparam("last_heartbeats", type_=ARRAY(Text())),
-        )
-        .table_valued(
-            column("id", Uuid()),
-            column("received_at", UTCDateTime()),
-            column("last_heartbeat", Text()),
-        )
-        .render_derived(name="v")
-    )
-    is_newer = _is_newer(rows.c.received_at)
-    return (
-        update(Client)
-        .where(Client.id == rows.c.id)
-        .values(
-            last_seen_at=case(
-                (is_newer, rows.c.received_at), else_=Client.last_seen_at
-            ),
-            last_heartbeat=case(
-                (is_newer, cast(rows.c.last_heartbeat, JSONB)),
-                else_=Client.last_heartbeat,
-            ),
-        )
-    )
-
-
-def _insert_heartbeats_statement_postgresql() -> Any:
-    rows = (
-        func.unnest(
-            bindparam("client_ids", type_=ARRAY(Uuid())),
-            bindparam("uptimes", type_=ARRAY(Float())),
-            bindparam("metrics", type_=ARRAY(Text())),
-            bindparam("created_ats", type_=ARRAY(UTCDateTime())),
-        )
-        .table_valued(
-            column("client_id", Uuid()),
-            column("uptime_s", Float()),
-            column("metrics", Text()),
-            column("created_at", UTCDateTime()),
-            with_ordinality="ordinal",
-        )
-        .render_derived(name="v")
-    )
-    return insert(Heartbeat).from_select(
-        ["client_id", "uptime_s", "metrics", "created_at"],
-        select(
-            rows.c.client_id,
-            rows.c.uptime_s,
-            cast(rows.c.metrics, JSONB),
-            rows.c.created_at,
-        ).order_by(rows.c.ordinal),
-    )
-
-
-_UPDATE_CLIENTS_POSTGRESQL = _update_clients_statement_postgresql()
-_INSERT_HEARTBEATS_POSTGRESQL = _insert_heartbeats_statement_postgresql()
-
-
-async def update_clients(conn: AsyncConnection, latest: Sequence[HeartbeatRow]) -> None:
-    """Set each client's `last_seen_at` and `last_heartbeat`, one row per client."""
-    await conn.execute(
-        _UPDATE_CLIENTS_POSTGRESQL,
-        {
-            "ids": [row.client_id for row in latest],
-            "received_ats": [row.received_at for row in latest],
-            "last_heartbeats": [row.last_heartbeat_json for row in latest],
-        },
-    )
-
-
-async def insert_heartbeats(
+async def store_batch(
     conn: AsyncConnection, rows: Sequence[HeartbeatRow]
-) -> None:
-    """Append every heartbeat to the history, in arrival order."""
-    await conn.execute(
-        _INSERT_HEARTBEATS_POSTGRESQL,
+) -> list[Verdict]:
+    """Authenticate and store a batch on PostgreSQL; one verdict per row, in order.
+
+    A row is stored when its token belongs to its client: the client's
+    `last_seen_at` and `last_heartbeat` take the latest of its rows, and
+    every row joins the history.
+    """
+    result = await conn.execute(
+        _POSTGRESQL_STORE,
         {
             "client_ids": [row.client_id for row in rows],
+            "token_hashes": [row.token_hash for row in rows],
+            "received_ats": [row.received_at for row in rows],
             "uptimes": [row.uptime_s for row in rows],
             "metrics": [row.metrics_json for row in rows],
-            "created_ats": [row.received_at for row in rows],
+            "last_heartbeats": [row.last_heartbeat_json for row in rows],
         },
     )
+    return [Verdict(owner_id, pending) for owner_id, pending in result]
 
 
 async def count_pending_commands(
@@ -192,7 +167,7 @@ async def client_status_row(
     return row
 
 
-# SQLite: the same statements by hand, run on sqlite3 in the driver's thread.
+# SQLite: the same steps by hand, run on sqlite3 in the driver's thread.
 # Lists travel as one JSON array parameter, read back with json_each.
 
 _SQLITE_TOKEN_OWNERS = """
@@ -218,8 +193,7 @@ VALUES (?, ?, ?, ?)
 
 _SQLITE_PENDING_COMMANDS = f"""
 SELECT client_id, count(*) FROM commands
-WHERE status = '{CommandStatus.PENDING.value}'
-    AND client_id IN (SELECT value FROM json_each(?))
+WHERE status = '{PENDING}' AND client_id IN (SELECT value FROM json_each(?))
 GROUP BY client_id
 """
 
@@ -227,47 +201,68 @@ GROUP BY client_id
 def token_owners_sqlite(
     db: sqlite3.Connection, codec: SqliteCodec, token_hashes: Collection[str]
 ) -> dict[str, uuid.UUID]:
-    """The client id behind each known token hash (SQLite has one writer)."""
+    """The client id behind each known token hash."""
     rows = db.execute(_SQLITE_TOKEN_OWNERS, (json.dumps(list(token_hashes)),))
     return {token_hash: codec.from_id(client_id) for token_hash, client_id in rows}
 
 
-def update_clients_sqlite(
-    db: sqlite3.Connection, codec: SqliteCodec, latest: Sequence[HeartbeatRow]
-) -> None:
-    db.executemany(
-        _SQLITE_UPDATE_CLIENTS,
-        [
-            {
-                "id": codec.to_id(row.client_id),
-                "received_at": codec.to_time(row.received_at),
-                "last_heartbeat": row.last_heartbeat_json,
-            }
-            for row in latest
-        ],
-    )
-
-
-def insert_heartbeats_sqlite(
+def store_batch_sqlite(
     db: sqlite3.Connection, codec: SqliteCodec, rows: Sequence[HeartbeatRow]
-) -> None:
-    db.executemany(
-        _SQLITE_INSERT_HEARTBEATS,
-        [
-            (
-                codec.to_id(row.client_id),
-                row.uptime_s,
-                row.metrics_json,
-                codec.to_time(row.received_at),
+) -> list[Verdict]:
+    """`store_batch` for SQLite, in a transaction of its own.
+
+    BEGIN IMMEDIATE takes the write lock before the first read, so another
+    process writing the same file makes this wait (busy timeout) rather than
+    fail halfway.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        owners = token_owners_sqlite(db, codec, {row.token_hash for row in rows})
+        accepted = [row for row in rows if owners.get(row.token_hash) == row.client_id]
+        pending: dict[uuid.UUID, int] = {}
+        if accepted:
+            db.executemany(
+                _SQLITE_UPDATE_CLIENTS,
+                [
+                    {
+                        "id": codec.to_id(row.client_id),
+                        "received_at": codec.to_time(row.received_at),
+                        "last_heartbeat": row.last_heartbeat_json,
+                    }
+                    for row in _latest_per_client(accepted)
+                ],
             )
-            for row in rows
-        ],
-    )
+            db.executemany(
+                _SQLITE_INSERT_HEARTBEATS,
+                [
+                    (
+                        codec.to_id(row.client_id),
+                        row.uptime_s,
+                        row.metrics_json,
+                        codec.to_time(row.received_at),
+                    )
+                    for row in accepted
+                ],
+            )
+            ids = json.dumps(sorted({codec.to_id(row.client_id) for row in accepted}))
+            pending = {
+                codec.from_id(client_id): count
+                for client_id, count in db.execute(_SQLITE_PENDING_COMMANDS, (ids,))
+            }
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise
+    return [
+        Verdict(owners.get(row.token_hash), pending.get(row.client_id, 0))
+        for row in rows
+    ]
 
 
-def count_pending_commands_sqlite(
-    db: sqlite3.Connection, codec: SqliteCodec, client_ids: Collection[uuid.UUID]
-) -> dict[uuid.UUID, int]:
-    ids = json.dumps([codec.to_id(client_id) for client_id in client_ids])
-    rows = db.execute(_SQLITE_PENDING_COMMANDS, (ids,))
-    return {codec.from_id(client_id): count for client_id, count in rows}
+def _latest_per_client(rows: Sequence[HeartbeatRow]) -> list[HeartbeatRow]:
+    latest: dict[uuid.UUID, HeartbeatRow] = {}
+    for row in rows:
+        current = latest.get(row.client_id)
+        if current is None or row.received_at >= current.received_at:
+            latest[row.client_id] = row
+    return list(latest.values())
