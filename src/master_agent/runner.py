@@ -204,9 +204,11 @@ class Agent:
 
         try:
             await self._retrying("network.report", self._report_network)
-            await self._retrying("event.send", self._announce_start)
         except Unauthorized as exc:
             raise self._revoked(exc) from None
+        # Queued, not awaited: a server that refuses events for a while must not
+        # hold up heartbeats and polls.
+        self._emit_event("info", "agent.started", self._agent_facts())
         self._log.info(
             "agent.ready",
             heartbeat_interval_seconds=self._heartbeat_interval,
@@ -638,14 +640,6 @@ class Agent:
             stopped_event_sent=sent,
             unsent_acks=len(self._outbox.pending()),
         )
-
-    async def _announce_start(self) -> None:
-        try:
-            await self._api.record_event("info", "agent.started", self._agent_facts())
-        except RequestRejected as exc:
-            self._log.error(
-                "event.rejected", message="agent.started", error=exc.message
-            )
 
     def _agent_facts(self) -> dict[str, Any]:
         return {"version": __version__, "commands": self._registry.names()}
