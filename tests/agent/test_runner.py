@@ -423,3 +423,18 @@ async def test_a_server_that_does_not_answer_is_not_polled_after_the_flush(
     ]
     # At most the one poll that may have been under way when the server went.
     assert len(polls_while_down) <= 1
+
+
+async def test_a_server_refusing_events_does_not_hold_up_heartbeats_and_polls(
+    make_config: MakeConfig, fake_server: FakeServer
+) -> None:
+    fake_server.status_for[("POST", "/events")] = 503
+    command_id = fake_server.enqueue("echo", {"n": 1})
+
+    running = Running(make_config(), fake_server)
+    await running.until(
+        lambda: len(fake_server.heartbeats) >= 2 and command_id in fake_server.acks
+    )
+    fake_server.status_for.clear()
+    await running.until(lambda: "agent.started" in fake_server.event_messages())
+    await running.stopped()
