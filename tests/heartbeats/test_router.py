@@ -4,6 +4,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -363,3 +364,16 @@ async def test_many_clients_heartbeat_side_by_side(
 
     for device in devices:
         assert await stored_uptimes(database, device.id) == [1.0]
+
+
+async def test_the_benchmark_baseline_answers_like_a_heartbeat_but_stays_hidden(
+    app: FastAPI, client: httpx.AsyncClient, database: Database
+) -> None:
+    response = await client.post(
+        app.url_path_for("baseline"), json={"uptime_s": 1, "metrics": {"a": 1}}
+    )
+
+    assert response.status_code == 200
+    assert set(response.json()) == {"status", "server_time", "pending_commands"}
+    assert await row_count(database, Heartbeat) == 0
+    assert "/bench/baseline" not in app.openapi()["paths"]
