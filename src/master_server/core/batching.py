@@ -3,8 +3,8 @@
 Committing costs a round trip and, on PostgreSQL, a WAL flush; doing it once
 per heartbeat caps the server far below what HTTP alone can carry. A
 `BatchWriter` is one task per process that takes the items requests submit,
-gathers those arriving within a few milliseconds (up to `max_batch_size`),
-and hands them to a write function that stores them all in one transaction.
+gathers all that are waiting (up to `max_batch_size`), and hands them to a
+write function that stores them all in one transaction.
 Only once that transaction has committed is each request answered, so a
 success always means durable.
 
