@@ -27,7 +27,8 @@ bearer_scheme = HTTPBearer(auto_error=False, description="Session or client toke
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
 
 
-def bearer_token(credentials: Credentials) -> str:
+# async: a plain def dependency would be run in a worker thread on every call.
+async def bearer_token(credentials: Credentials) -> str:
     if credentials is None or not credentials.credentials:
         raise NotAuthenticated("missing bearer token")
     return credentials.credentials
