@@ -64,6 +64,8 @@ def create_app(
         version=__version__,
         summary="Control plane for a fleet of remote Linux devices.",
         lifespan=lifespan,
+        # A trailing slash is a 404 in our error shape, not a bodiless 307.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.password_hashing = PasswordHashing(settings)

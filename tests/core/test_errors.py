@@ -295,3 +295,35 @@ async def test_the_openapi_schema_documents_the_errors_of_auth_and_users(
     assert {"401", "422", "503"} <= set(paths["/auth/login"]["post"]["responses"])
     assert {"401", "403", "409", "503"} <= set(paths["/users"]["post"]["responses"])
     assert {"404", "409"} <= set(paths["/users/{user_id}"]["delete"]["responses"])
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"username": "\xff"}',
+        b"[" * 100_000,
+        b'{"n": ' + b"1" * 5000 + b"}",
+    ],
+    ids=["invalid-utf8", "deep-nesting", "huge-integer"],
+)
+async def test_a_body_json_cannot_read_is_a_422_like_other_malformed_json(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], body: bytes
+) -> None:
+    response = await client.post(
+        "/users",
+        content=body,
+        headers={**admin_headers, "Content-Type": "application/json"},
+    )
+
+    assert response.status_code == 422
+    assert response.json()["code"] == "validation_error"
+    assert response.json()["details"][0]["type"] == "json_invalid"
+
+
+async def test_a_trailing_slash_is_a_json_404_not_a_redirect(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    response = await client.get("/clients/", headers=admin_headers)
+
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"

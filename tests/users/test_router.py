@@ -434,6 +434,9 @@ async def test_a_role_change_keeps_the_users_sessions(
         ({"password": "p" * 1025}, "password"),
         ({"role": "superuser"}, "role"),
         ({"disabled": "maybe"}, "disabled"),
+        ({"disabled": "true"}, "disabled"),
+        ({"disabled": 1}, "disabled"),
+        ({"disabled": "on"}, "disabled"),
     ],
 )
 async def test_a_bad_or_unknown_field_at_patch_is_a_422_naming_it(

@@ -177,8 +177,30 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers)
 
 
+# FastAPI's answer to a body that json.loads cannot take in at all (invalid
+# UTF-8, nesting deeper than the parser's recursion limit, an integer of more
+# than 4,300 digits): to a client, that is malformed JSON like any other.
+_UNPARSABLE_BODY = "There was an error parsing the body"
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:
+        return JSONResponse(
+            {
+                "error": "invalid input: body",
+                "code": "validation_error",
+                "details": [
+                    {
+                        "field": "body",
+                        "location": "body",
+                        "message": "the body is not JSON that can be read",
+                        "type": "json_invalid",
+                    }
+                ],
+            },
+            status_code=422,
+        )
     code, default_message = _STATUS_CODES.get(exc.status_code, ("http_error", "error"))
     detail = exc.detail if isinstance(exc.detail, str) else default_message
     message = detail if detail and detail[0].islower() else default_message

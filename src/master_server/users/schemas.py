@@ -2,7 +2,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from master_server.models import User, UserRole
 
@@ -32,7 +32,7 @@ class UserUpdate(BaseModel):
 
     password: Password | None = None
     role: UserRole | None = None
-    disabled: bool | None = None
+    disabled: StrictBool | None = None
 
 
 class UserRead(BaseModel):
