@@ -129,6 +129,7 @@ class Agent:
         self._heartbeat_interval_changed = asyncio.Event()
         self._poll_now = asyncio.Event()
         self._events: asyncio.Queue[_Event] = asyncio.Queue(EVENT_QUEUE_SIZE)
+        self._event_in_flight: _Event | None = None
         self._recently_acked: OrderedDict[str, None] = OrderedDict()
         self._reported_network: NetworkInfo | None = None
         self._credentials: Credentials | None = None
@@ -532,6 +533,9 @@ class Agent:
         backoff = self._new_backoff()
         while True:
             event = await self._events.get()
+            # Kept until the server has it: a stop that cancels this loop
+            # mid-send leaves it for `_shutdown` to send.
+            self._event_in_flight = event
             while True:
                 try:
                     await self._api.record_event(event.level, event.message, event.data)
@@ -544,6 +548,7 @@ class Agent:
                     continue
                 else:
                     self._note_server_reachable()
+                self._event_in_flight = None
                 backoff.reset()
                 break
 
@@ -624,8 +629,10 @@ class Agent:
         with contextlib.suppress(ApiError, TimeoutError):
             async with asyncio.timeout(SHUTDOWN_FLUSH_SECONDS):
                 await self._flush_outbox()
+                unsent = [self._event_in_flight] if self._event_in_flight else []
                 while not self._events.empty():
-                    event = self._events.get_nowait()
+                    unsent.append(self._events.get_nowait())
+                for event in unsent:
                     await self._api.record_event(event.level, event.message, event.data)
 
         sent = False

@@ -438,3 +438,24 @@ async def test_a_server_refusing_events_does_not_hold_up_heartbeats_and_polls(
     fake_server.status_for.clear()
     await running.until(lambda: "agent.started" in fake_server.event_messages())
     await running.stopped()
+
+
+async def test_an_event_being_retried_when_the_agent_stops_is_still_sent(
+    make_config: MakeConfig, fake_server: FakeServer
+) -> None:
+    fake_server.status_for[("POST", "/events")] = 503
+    agent = Agent(
+        make_config(), transport=fake_server.transport(), backoff_base_seconds=60
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    async with asyncio.timeout(5):
+        while not fake_server.heartbeats:
+            await asyncio.sleep(0.01)
+
+    fake_server.status_for.clear()
+    stop.set()
+    async with asyncio.timeout(10):
+        assert await task == ExitCode.OK
+
+    assert fake_server.event_messages() == ["agent.started", "agent.stopped"]
