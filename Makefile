@@ -19,7 +19,7 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 run: $(BIN)/.installed
-	$(BIN)/master-server
+	@$(BIN)/master-server
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
