@@ -71,6 +71,15 @@ class AgentConfig(BaseModel):
             raise ValueError("must be an http:// or https:// URL with a host")
         return str(url).rstrip("/")
 
+    @field_validator("provision_key")
+    @classmethod
+    def _non_empty_provision_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty variable never gets here (it counts as unset); an empty flag
+        # or file entry is a mistake, not a key the server should refuse.
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("provision key is empty")
+        return value
+
     @field_validator("state_dir")
     @classmethod
     def _absolute_state_dir(cls, value: Path) -> Path:
@@ -188,5 +197,6 @@ def _describe(exc: ValidationError, sources: Mapping[str, str]) -> str:
             )
             continue
         source = sources.get(name, "default")
-        problems.append(f"{name} (from {source}): {error['msg']}")
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{name} (from {source}): {message}")
     return "; ".join(problems)

@@ -1,8 +1,11 @@
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from master_agent.config import AgentConfig, ConfigError, load_config
+from tests.fixtures.server import bin_path, free_port
 
 REQUIRED_ENV = {
     "MASTER_AGENT_SERVER": "http://env.test",
@@ -163,3 +166,71 @@ def test_provision_key_does_not_show_in_the_config_repr() -> None:
     )
 
     assert "pk-secret" not in repr(config)
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_an_empty_provision_key_flag_or_file_entry_is_refused(
+    tmp_path: Path, blank: str
+) -> None:
+    path = write_config(tmp_path, f'provision_key = "{blank}"\n')
+
+    with pytest.raises(ConfigError) as from_flag:
+        load_config({"provision_key": blank}, REQUIRED_ENV)
+    with pytest.raises(ConfigError) as from_file:
+        load_config({}, REQUIRED_ENV, path)
+
+    assert str(from_flag.value) == (
+        "provision_key (from --provision-key): provision key is empty"
+    )
+    assert str(from_file.value) == (
+        f"provision_key (from config file {path}): provision key is empty"
+    )
+
+
+def run_agent_briefly(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    clean = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("MASTER_AGENT_")
+    }
+    return subprocess.run(
+        [
+            bin_path("master-agent"),
+            "run",
+            "--server",
+            f"http://127.0.0.1:{free_port()}",
+            "--state-dir",
+            str(tmp_path / "state"),
+            *args,
+        ],
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_the_agent_refuses_an_empty_provision_key_flag_before_starting(
+    tmp_path: Path,
+) -> None:
+    result = run_agent_briefly(tmp_path, "--provision-key", "")
+
+    assert result.returncode == 2
+    assert result.stderr == (
+        "master-agent: provision_key (from --provision-key): provision key is empty\n"
+    )
+    assert result.stdout == ""
+
+
+def test_the_agent_with_an_empty_provision_key_variable_and_no_state_says_so(
+    tmp_path: Path,
+) -> None:
+    result = run_agent_briefly(tmp_path, env={"MASTER_AGENT_PROVISION_KEY": ""})
+
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        "master-agent: this client is not registered yet (no state in "
+    )
+    assert "Traceback" not in result.stderr
