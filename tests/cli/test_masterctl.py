@@ -326,3 +326,36 @@ def test_masterctl_without_a_command_shows_its_help(tmp_path: Path) -> None:
 
     assert "bootstrap-admin" in result.stdout
     assert "migrate" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--username", "admin"],
+            "error: no terminal to ask for the password; "
+            "pipe it in with --password-stdin\n",
+        ),
+        (
+            ["--password-stdin"],
+            "error: no terminal to ask for the username; pass --username\n",
+        ),
+    ],
+)
+def test_bootstrap_admin_without_a_terminal_says_what_to_pass_instead(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = subprocess.run(
+        [bin_path("masterctl"), "bootstrap-admin", *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=cli_env(f"sqlite:///{tmp_path / 'master.db'}"),
+        cwd=tmp_path,
+        timeout=60,
+    )
+
+    assert result.returncode == 1
+    assert result.stderr == message
+    assert result.stdout == ""
+    assert not (tmp_path / "master.db").exists()

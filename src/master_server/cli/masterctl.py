@@ -2,16 +2,12 @@
 
 import asyncio
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from pydantic import ValidationError
-from sqlalchemy import exc as sa_exc
-from sqlalchemy import make_url
 
+from master_server.cli.common import database_errors_as_messages, fail, load_settings
 from master_server.core.config import get_settings
 from master_server.core.db import Database, create_engine
 from master_server.core.logging import configure_logging
@@ -25,35 +21,10 @@ from master_server.users.schemas import UserCreate
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 
-def fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(1)
-
-
-@contextmanager
-def database_errors_as_messages(database_url: str) -> Iterator[None]:
-    """A database that cannot be reached is one line on stderr, not a traceback."""
-    url = make_url(database_url)
-    if url.get_backend_name() == "sqlite" and url.database not in {
-        None,
-        "",
-        ":memory:",
-    }:
-        # SQLite creates the file, not the directory it goes in.
-        directory = Path(str(url.database)).parent
-        if not directory.is_dir():
-            raise fail(f"cannot use the database: no directory {directory}")
-    try:
-        yield
-    except (sa_exc.DBAPIError, sa_exc.TimeoutError, OSError) as exc:
-        reason = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
-        raise fail(f"cannot use the database: {reason}") from None
-
-
 @app.command()
 def migrate() -> None:
     """Apply every pending database migration and exit."""
-    settings = get_settings()
+    settings = load_settings()
     configure_logging(settings, for_cli=True)
 
     with database_errors_as_messages(settings.database_url):
@@ -71,9 +42,16 @@ def bootstrap_admin(
     ] = False,
 ) -> None:
     """Create an admin user (the first one, or another)."""
-    settings = get_settings()
+    settings = load_settings()
     configure_logging(settings, for_cli=True)
 
+    if not sys.stdin.isatty():
+        if username is None:
+            raise fail("no terminal to ask for the username; pass --username")
+        if not password_stdin:
+            raise fail(
+                "no terminal to ask for the password; pipe it in with --password-stdin"
+            )
     if username is None:
         username = typer.prompt("Username")
     if password_stdin:

@@ -7,6 +7,7 @@ import structlog
 import typer
 import uvicorn
 
+from master_server.cli.common import database_errors_as_messages, load_settings
 from master_server.core.config import Settings, get_settings
 from master_server.core.logging import configure_logging
 from master_server.core.migrations import upgrade
@@ -26,9 +27,12 @@ def worker_count(settings: Settings) -> int:
 @cli.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address [MASTER_HOST]")] = None,
-    port: Annotated[int | None, typer.Option(help="Bind port [MASTER_PORT]")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Bind port [MASTER_PORT]")
+    ] = None,
     workers: Annotated[
-        int | None, typer.Option(help="Worker processes [MASTER_WORKERS]")
+        int | None,
+        typer.Option(min=1, max=64, help="Worker processes [MASTER_WORKERS]"),
     ] = None,
 ) -> None:
     """Run the HTTP server, migrating the database first."""
@@ -42,11 +46,12 @@ def serve(
         for key, value in overrides.items():
             os.environ[f"MASTER_{key.upper()}"] = str(value)
         get_settings.cache_clear()
-    settings = get_settings()
+    settings = load_settings()
     configure_logging(settings)
 
     log.info("database.migrating")
-    upgrade(settings.database_url)
+    with database_errors_as_messages(settings.database_url):
+        upgrade(settings.database_url)
 
     count = worker_count(settings)
     log.info("server.listening", host=settings.host, port=settings.port, workers=count)

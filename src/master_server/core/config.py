@@ -9,13 +9,35 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+ENV_PREFIX = "MASTER_"
+# Schemes as written in MASTER_DATABASE_URL; core/db.py swaps in async drivers.
+DATABASE_SCHEMES = frozenset(
+    {
+        "sqlite",
+        "sqlite+pysqlite",
+        "sqlite+aiosqlite",
+        "postgres",
+        "postgresql",
+        "postgresql+psycopg",
+        "postgresql+psycopg2",
+        "postgresql+asyncpg",
+    }
+)
+SUPPORTED_DATABASES = "use sqlite:///PATH or postgresql://USER@HOST:PORT/NAME"
+
+
+def env_var_name(field_name: str) -> str:
+    return f"{ENV_PREFIX}{field_name.upper()}"
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="MASTER_",
+        env_prefix=ENV_PREFIX,
         env_file=".env",
         env_file_encoding="utf-8",
         extra="ignore",
@@ -51,6 +73,19 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_log_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError(f"not a database URL; {SUPPORTED_DATABASES}") from None
+        if url.drivername not in DATABASE_SCHEMES:
+            raise ValueError(
+                f"unsupported database {url.drivername!r}; {SUPPORTED_DATABASES}"
+            )
+        return value
 
     @property
     def is_sqlite(self) -> bool:
