@@ -1,7 +1,9 @@
 """The Alembic migrations: up from empty, back down, and equal to the models."""
 
 import asyncio
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -9,13 +11,27 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, inspect
+from sqlalchemy import (
+    JSON,
+    Connection,
+    Float,
+    String,
+    Uuid,
+    column,
+    func,
+    insert,
+    inspect,
+    select,
+    table,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from master_server.core import migrations
 from master_server.core.config import Settings
 from master_server.core.db import create_engine
 from master_server.core.migrations import alembic_config
 from master_server.models import Base
+from master_server.models.base import UTCDateTime
 from tests.fixtures.database import (
     create_postgres_database,
     drop_postgres_database,
@@ -126,3 +142,102 @@ async def test_every_revision_goes_up_and_down_one_step_at_a_time(
     await upgrade(empty_database_url)
 
     assert await _inspect(settings, _schema_differences) == []
+
+
+# Revision 0002 moved last_seen_at and last_heartbeat to client_presence.
+_CLIENTS_0001 = table(
+    "clients",
+    column("id", Uuid()),
+    column("name", String()),
+    column("description", String()),
+    column("created_at", UTCDateTime()),
+    column("registered_at", UTCDateTime()),
+    column("last_seen_at", UTCDateTime()),
+    column("last_heartbeat", JSON()),
+)
+_HEARTBEATS = table(
+    "heartbeats",
+    column("client_id", Uuid()),
+    column("uptime_s", Float()),
+    column("created_at", UTCDateTime()),
+)
+_PRESENCE = table(
+    "client_presence",
+    column("client_id", Uuid()),
+    column("last_seen_at", UTCDateTime()),
+    column("last_heartbeat", JSON()),
+)
+
+
+async def _run(settings: Settings, statements: Any) -> Any:
+    engine = create_engine(settings)
+    try:
+        async with engine.begin() as connection:
+            return await statements(connection)
+    finally:
+        await engine.dispose()
+
+
+async def test_moving_presence_out_of_clients_keeps_it_and_every_clients_history(
+    empty_database_url: str,
+) -> None:
+    settings = make_settings(empty_database_url)
+    seen, quiet = uuid.uuid4(), uuid.uuid4()
+    seen_at = datetime(2026, 12, 3, 15, 0, 0, 123456, tzinfo=UTC)
+    beat = {"uptime_s": 12.5, "metrics": None, "received_at": "2026-12-03T15:00:00Z"}
+    await upgrade(empty_database_url, "0001")
+
+    async def seed(connection: AsyncConnection) -> None:
+        await connection.execute(
+            insert(_CLIENTS_0001),
+            [
+                {
+                    "id": client_id,
+                    "name": name,
+                    "description": "",
+                    "created_at": seen_at,
+                    "registered_at": seen_at,
+                    "last_seen_at": last_seen_at,
+                    "last_heartbeat": last_heartbeat,
+                }
+                for client_id, name, last_seen_at, last_heartbeat in [
+                    (seen, "seen", seen_at, beat),
+                    (quiet, "quiet", None, None),
+                ]
+            ],
+        )
+        await connection.execute(
+            insert(_HEARTBEATS),
+            [{"client_id": seen, "uptime_s": 12.5, "created_at": seen_at}],
+        )
+
+    await _run(settings, seed)
+
+    await upgrade(empty_database_url)
+
+    async def moved(connection: AsyncConnection) -> tuple[Any, ...]:
+        presence = (await connection.execute(select(_PRESENCE))).all()
+        history = await connection.scalar(select(func.count()).select_from(_HEARTBEATS))
+        clients = await connection.scalar(
+            select(func.count()).select_from(_CLIENTS_0001)
+        )
+        return [tuple(row) for row in presence], history, clients
+
+    assert await _run(settings, moved) == ([(seen, seen_at, beat)], 1, 2)
+
+    await downgrade(empty_database_url, "0001")
+
+    async def moved_back(connection: AsyncConnection) -> list[Any]:
+        rows = await connection.execute(
+            select(
+                _CLIENTS_0001.c.id,
+                _CLIENTS_0001.c.last_seen_at,
+                _CLIENTS_0001.c.last_heartbeat,
+            ).order_by(_CLIENTS_0001.c.name)
+        )
+        return [tuple(row) for row in rows]
+
+    assert await _run(settings, moved_back) == [
+        (quiet, None, None),
+        (seen, seen_at, beat),
+    ]

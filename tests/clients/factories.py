@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from master_server.clients import service as client_service
-from master_server.models import Client, Command, CommandStatus, User
+from master_server.models import Command, CommandStatus, User
 from master_server.provisioning import service as provisioning_service
+from tests.fixtures.fleet import set_last_seen
 
 
 @dataclass(frozen=True)
@@ -52,11 +52,7 @@ async def create_client(
         )
         token, provision_key = registration.token, None
     if last_seen_at is not None:
-        await db.execute(
-            update(Client)
-            .where(Client.id == client.id)
-            .values(last_seen_at=last_seen_at)
-        )
+        await set_last_seen(db, client.id, last_seen_at)
     for user in assigned_to:
         await client_service.assign(db, client.id, user.id)
     await db.commit()

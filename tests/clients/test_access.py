@@ -16,7 +16,14 @@ from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from master_server.models import Client, Command, CommandStatus, User, UserClient
+from master_server.models import (
+    Client,
+    ClientPresence,
+    Command,
+    CommandStatus,
+    User,
+    UserClient,
+)
 from tests.clients.factories import ProvisionedClient, create_client, create_command
 
 
@@ -100,7 +107,11 @@ async def snapshot(db: AsyncSession, client_id: uuid.UUID) -> tuple[Any, ...]:
         client.provision_key_hash,
         client.token_hash,
         client.eth0,
-        client.last_seen_at,
+        await db.scalar(
+            select(ClientPresence.last_seen_at).where(
+                ClientPresence.client_id == client_id
+            )
+        ),
         tuple(commands),
         tuple(assigned),
     )

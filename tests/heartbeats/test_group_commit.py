@@ -21,7 +21,7 @@ from master_server.core.security import hash_token
 from master_server.heartbeats import service as heartbeat_service
 from master_server.heartbeats.repository import HeartbeatRow
 from master_server.heartbeats.service import HeartbeatRecorded
-from master_server.models import Client, Event, Heartbeat
+from master_server.models import Client, ClientPresence, Event, Heartbeat
 from master_server.models.base import utcnow
 from tests.fixtures.fleet import (
     Device,
@@ -278,7 +278,9 @@ async def test_an_older_batch_committed_last_does_not_move_last_seen_at_back(
     assert await last_seen(database, device.id) == newer
     async with database.engine.connect() as conn:
         beat = await conn.scalar(
-            select(Client.last_heartbeat).where(Client.id == device.id)
+            select(ClientPresence.last_heartbeat).where(
+                ClientPresence.client_id == device.id
+            )
         )
     assert beat == {"uptime_s": 2}
     assert await stored_uptimes(database, device.id) == [2.0, 1.0]
@@ -322,8 +324,9 @@ async def newer_heartbeat_in_flight(
     try:
         other.execute("BEGIN IMMEDIATE")
         other.execute(
-            "UPDATE clients SET last_seen_at = ? WHERE id = ?",
-            (codec.to_time(received_at), codec.to_id(device.id)),
+            "INSERT INTO client_presence (client_id, last_seen_at, last_heartbeat)"
+            " VALUES (?, ?, '{}')",
+            (codec.to_id(device.id), codec.to_time(received_at)),
         )
         yield
         other.execute("COMMIT")

@@ -5,13 +5,13 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from master_server.core.config import Settings
 from master_server.core.db import Database
 from master_server.core.limits import MAX_DOCUMENT_DEPTH, MAX_DOCUMENT_ENTRIES
-from master_server.models import Client, CommandStatus, Heartbeat
+from master_server.models import CommandStatus, Heartbeat
 from master_server.models.base import utcnow
 from tests.fixtures.fleet import (
     Device,
@@ -19,6 +19,7 @@ from tests.fixtures.fleet import (
     insert_commands,
     last_seen,
     row_count,
+    set_last_seen,
     stored_uptimes,
 )
 
@@ -75,11 +76,7 @@ async def test_a_client_is_offline_once_the_heartbeat_timeout_has_passed(
         (timeout - timedelta(seconds=5), "online"),
         (timeout + timedelta(seconds=1), "offline"),
     ]:
-        await db.execute(
-            update(Client)
-            .where(Client.id == device.id)
-            .values(last_seen_at=utcnow() - age)
-        )
+        await set_last_seen(db, device.id, utcnow() - age)
         await db.commit()
         body = (await client.get(status_url, headers=admin_headers)).json()
         assert body["status"] == expected

@@ -8,9 +8,9 @@ its last heartbeat (`last_seen_at`, stamped by the server) and
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import ColumnElement, and_, or_
+from sqlalchemy import ColumnElement, and_, exists
 
-from master_server.models import Client
+from master_server.models import Client, ClientPresence
 
 
 class ClientStatus(StrEnum):
@@ -41,17 +41,19 @@ def presence(
 def presence_filter(
     status: ClientStatus, *, now: datetime, timeout_seconds: int
 ) -> ColumnElement[bool]:
-    """The SQL condition for `status`, the same rule as `presence()`."""
+    """The SQL condition on `Client` for `status`, the same rule as `presence()`.
+
+    A client that never sent a heartbeat has no `ClientPresence` row, so
+    "seen within the timeout" is an EXISTS, and "not seen" its negation.
+    """
     cutoff = now - timedelta(seconds=timeout_seconds)
+    seen_recently = exists().where(
+        ClientPresence.client_id == Client.id, ClientPresence.last_seen_at >= cutoff
+    )
     match status:
         case ClientStatus.UNREGISTERED:
             return Client.registered_at.is_(None)
         case ClientStatus.ONLINE:
-            return and_(
-                Client.registered_at.is_not(None), Client.last_seen_at >= cutoff
-            )
+            return and_(Client.registered_at.is_not(None), seen_recently)
         case ClientStatus.OFFLINE:
-            return and_(
-                Client.registered_at.is_not(None),
-                or_(Client.last_seen_at.is_(None), Client.last_seen_at < cutoff),
-            )
+            return and_(Client.registered_at.is_not(None), ~seen_recently)

@@ -55,22 +55,27 @@ async def _present(
 ) -> list[ClientAdminRead] | list[ClientRead]:
     """Clients as the caller may see them: with assignments only for an admin."""
     now = utcnow()
+    ids = [client.id for client in clients]
+    seen = await client_service.last_seen_at(db, ids)
     statuses = [
         client_service.status_of(
-            client, now=now, timeout_seconds=settings.heartbeat_timeout
+            client,
+            seen.get(client.id),
+            now=now,
+            timeout_seconds=settings.heartbeat_timeout,
         )
         for client in clients
     ]
     if not for_admin:
         return [
-            ClientRead.of(client, status)
+            ClientRead.of(client, status, seen.get(client.id))
             for client, status in zip(clients, statuses, strict=True)
         ]
-    assigned = await client_service.assigned_user_ids(
-        db, [client.id for client in clients]
-    )
+    assigned = await client_service.assigned_user_ids(db, ids)
     return [
-        ClientAdminRead.of_admin(client, status, assigned[client.id])
+        ClientAdminRead.of_admin(
+            client, status, seen.get(client.id), assigned[client.id]
+        )
         for client, status in zip(clients, statuses, strict=True)
     ]
 
@@ -95,10 +100,10 @@ async def create_client(
         db, name=body.name, description=body.description or ""
     )
     status_ = client_service.status_of(
-        client, now=utcnow(), timeout_seconds=settings.heartbeat_timeout
+        client, None, now=utcnow(), timeout_seconds=settings.heartbeat_timeout
     )
     return ClientCreated(
-        **dict(ClientAdminRead.of_admin(client, status_, [])),
+        **dict(ClientAdminRead.of_admin(client, status_, None, [])),
         provision_key=provision_key,
     )
 

@@ -76,7 +76,9 @@ class ClientRead(BaseModel):
     service_port: int | None
 
     @classmethod
-    def of(cls, client: Client, status: ClientStatus) -> "ClientRead":
+    def of(
+        cls, client: Client, status: ClientStatus, last_seen_at: datetime | None
+    ) -> "ClientRead":
         return ClientRead(
             id=client.id,
             name=client.name,
@@ -84,7 +86,7 @@ class ClientRead(BaseModel):
             status=status,
             created_at=client.created_at,
             registered_at=client.registered_at,
-            last_seen_at=client.last_seen_at,
+            last_seen_at=last_seen_at,
             eth0=client.eth0,
             wlan0=client.wlan0,
             service_port=client.service_port,
@@ -100,10 +102,15 @@ class ClientAdminRead(ClientRead):
 
     @classmethod
     def of_admin(
-        cls, client: Client, status: ClientStatus, assigned_user_ids: list[uuid.UUID]
+        cls,
+        client: Client,
+        status: ClientStatus,
+        last_seen_at: datetime | None,
+        assigned_user_ids: list[uuid.UUID],
     ) -> "ClientAdminRead":
         return ClientAdminRead(
-            **dict(ClientRead.of(client, status)), assigned_user_ids=assigned_user_ids
+            **dict(ClientRead.of(client, status, last_seen_at)),
+            assigned_user_ids=assigned_user_ids,
         )
 
 

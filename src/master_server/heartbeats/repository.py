@@ -1,9 +1,9 @@
 """Statements for heartbeats, written a batch at a time.
 
 On PostgreSQL a whole batch is one statement: its arrays are unnested into
-rows, the clients behind the tokens are locked, the clients are updated and
-the history appended by data-modifying CTEs, and the pending commands are
-counted, all in one round trip. One statement is also one transaction, so
+rows, the clients behind the tokens are locked, the clients' presence rows are
+upserted and the history appended by data-modifying CTEs, and the pending
+commands are counted, all in one round trip. One statement is also one transaction, so
 the writer runs it in autocommit and needs no BEGIN or COMMIT either. Its text
 is the same whatever the batch size, so asyncpg prepares it once.
 
@@ -24,7 +24,7 @@ from sqlalchemy import Row, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from master_server.core.batching import SqliteCodec
-from master_server.models import Client, Command, CommandStatus
+from master_server.models import Client, ClientPresence, Command, CommandStatus
 
 PENDING = CommandStatus.PENDING.value
 
@@ -82,17 +82,17 @@ latest AS (
     FROM accepted
     ORDER BY client_id, received_at DESC
 ),
-updated AS (
-    -- last_seen_at only moves forward, whatever order batches commit in.
-    UPDATE clients c SET
-        last_seen_at = CASE
-            WHEN c.last_seen_at IS NULL OR c.last_seen_at <= l.received_at
-            THEN l.received_at ELSE c.last_seen_at END,
-        last_heartbeat = CASE
-            WHEN c.last_seen_at IS NULL OR c.last_seen_at <= l.received_at
-            THEN CAST(l.last_heartbeat AS jsonb) ELSE c.last_heartbeat END
-    FROM latest l
-    WHERE c.id = l.client_id
+presence AS (
+    -- last_seen_at only moves forward, whatever order batches commit in. The
+    -- rows go in client id order too, behind the owners' locks.
+    INSERT INTO client_presence AS p (client_id, last_seen_at, last_heartbeat)
+    SELECT client_id, received_at, CAST(last_heartbeat AS jsonb)
+    FROM latest
+    ORDER BY client_id
+    ON CONFLICT (client_id) DO UPDATE SET
+        last_seen_at = EXCLUDED.last_seen_at,
+        last_heartbeat = EXCLUDED.last_heartbeat
+    WHERE p.last_seen_at <= EXCLUDED.last_seen_at
 ),
 stored AS (
     INSERT INTO heartbeats (client_id, uptime_s, metrics, created_at)
@@ -120,8 +120,8 @@ async def store_batch(
     """Authenticate and store a batch on PostgreSQL; one verdict per row, in order.
 
     A row is stored when its token belongs to its client: the client's
-    `last_seen_at` and `last_heartbeat` take the latest of its rows, and
-    every row joins the history.
+    presence (`last_seen_at`, `last_heartbeat`) takes the latest of its rows,
+    and every row joins the history.
     """
     result = await conn.execute(
         _POSTGRESQL_STORE,
@@ -160,8 +160,12 @@ async def client_status_row(
     row = (
         await conn.execute(
             select(
-                Client.registered_at, Client.last_seen_at, Client.last_heartbeat
-            ).where(Client.id == client_id)
+                Client.registered_at,
+                ClientPresence.last_seen_at,
+                ClientPresence.last_heartbeat,
+            )
+            .outerjoin(ClientPresence, ClientPresence.client_id == Client.id)
+            .where(Client.id == client_id)
         )
     ).first()
     return row
@@ -175,15 +179,13 @@ SELECT token_hash, id FROM clients
 WHERE token_hash IN (SELECT value FROM json_each(?))
 """
 
-_SQLITE_UPDATE_CLIENTS = """
-UPDATE clients SET
-    last_heartbeat = CASE
-        WHEN last_seen_at IS NULL OR last_seen_at <= :received_at
-        THEN :last_heartbeat ELSE last_heartbeat END,
-    last_seen_at = CASE
-        WHEN last_seen_at IS NULL OR last_seen_at <= :received_at
-        THEN :received_at ELSE last_seen_at END
-WHERE id = :id
+_SQLITE_UPSERT_PRESENCE = """
+INSERT INTO client_presence (client_id, last_seen_at, last_heartbeat)
+VALUES (:id, :received_at, :last_heartbeat)
+ON CONFLICT (client_id) DO UPDATE SET
+    last_seen_at = excluded.last_seen_at,
+    last_heartbeat = excluded.last_heartbeat
+WHERE client_presence.last_seen_at <= excluded.last_seen_at
 """
 
 _SQLITE_INSERT_HEARTBEATS = """
@@ -222,7 +224,7 @@ def store_batch_sqlite(
         pending: dict[uuid.UUID, int] = {}
         if accepted:
             db.executemany(
-                _SQLITE_UPDATE_CLIENTS,
+                _SQLITE_UPSERT_PRESENCE,
                 [
                     {
                         "id": codec.to_id(row.client_id),

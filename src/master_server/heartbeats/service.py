@@ -1,8 +1,8 @@
 """Heartbeats: recorded through the group-commit writer, read back as status.
 
 A heartbeat never opens a session of its own. The request is checked and
-queued; the writer authenticates a whole batch of them at once, updates the
-clients and appends the history with multi-row statements, counts the pending
+queued; the writer authenticates a whole batch of them at once, upserts the
+clients' presence and appends the history with multi-row statements, counts the pending
 commands of the batch's clients, commits, and only then answers. PostgreSQL
 does all of it in one statement (see the repository), SQLite in one function
 on its driver's thread.

@@ -1,5 +1,4 @@
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -7,7 +6,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 from master_server.models.base import (
     Base,
     CreatedAt,
-    JSONDocument,
     UTCDateTime,
     UUIDPrimaryKey,
 )
@@ -17,15 +15,12 @@ class Client(UUIDPrimaryKey, CreatedAt, Base):
     """A managed device.
 
     Its presence (`unregistered`, `online`, `offline`) is not stored: it is
-    derived from `registered_at` and `last_seen_at` against the server's clock,
-    in `master_server.clients.presence`.
+    derived from `registered_at` and its `ClientPresence.last_seen_at` against
+    the server's clock, in `master_server.clients.presence`.
     """
 
     __tablename__ = "clients"
-    __table_args__ = (
-        Index("ix_clients_created_at_id", "created_at", "id"),
-        Index("ix_clients_last_seen_at", "last_seen_at"),
-    )
+    __table_args__ = (Index("ix_clients_created_at_id", "created_at", "id"),)
 
     name: Mapped[str] = mapped_column(String(128))
     description: Mapped[str] = mapped_column(Text, default="")
@@ -40,10 +35,6 @@ class Client(UUIDPrimaryKey, CreatedAt, Base):
     )
 
     registered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
-    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
-    last_heartbeat: Mapped[dict[str, Any] | None] = mapped_column(
-        JSONDocument, default=None
-    )
 
     eth0: Mapped[str | None] = mapped_column(String(45), default=None)
     wlan0: Mapped[str | None] = mapped_column(String(45), default=None)

@@ -15,7 +15,7 @@ from master_server.models.base import (
 
 
 class Heartbeat(Base):
-    """One heartbeat in a client's history; the latest is also on the client."""
+    """One heartbeat in a client's history; the latest is also in client_presence."""
 
     __tablename__ = "heartbeats"
     __table_args__ = (Index("ix_heartbeats_client_id_seq", "client_id", "seq"),)
