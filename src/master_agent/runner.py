@@ -130,6 +130,7 @@ class Agent:
         self._poll_now = asyncio.Event()
         self._events: asyncio.Queue[_Event] = asyncio.Queue(EVENT_QUEUE_SIZE)
         self._event_in_flight: _Event | None = None
+        self._event_send: asyncio.Future[None] | None = None
         self._recently_acked: OrderedDict[str, None] = OrderedDict()
         self._reported_network: NetworkInfo | None = None
         self._credentials: Credentials | None = None
@@ -533,12 +534,17 @@ class Agent:
         backoff = self._new_backoff()
         while True:
             event = await self._events.get()
-            # Kept until the server has it: a stop that cancels this loop
-            # mid-send leaves it for `_shutdown` to send.
+            # Kept until the server has it. A stop cancels this loop, but not a
+            # send under way (shielded): `_shutdown` waits for that send and
+            # sends the event again only if it failed, so no event is lost and
+            # none is stored twice.
             self._event_in_flight = event
             while True:
+                self._event_send = asyncio.ensure_future(
+                    self._api.record_event(event.level, event.message, event.data)
+                )
                 try:
-                    await self._api.record_event(event.level, event.message, event.data)
+                    await asyncio.shield(self._event_send)
                 except RequestRejected as exc:
                     self._log.error(
                         "event.rejected", message=event.message, error=exc.message
@@ -551,6 +557,18 @@ class Agent:
                 self._event_in_flight = None
                 backoff.reset()
                 break
+
+    async def _finish_interrupted_send(self) -> None:
+        """Wait for the event send a stop interrupted; forget the event if it got
+        through, so `_shutdown` sends it again only when it did not."""
+        send = self._event_send
+        if self._event_in_flight is None or send is None:
+            return
+        try:
+            await send
+        except Exception:
+            return
+        self._event_in_flight = None
 
     # -- failures, retries and stopping -----------------------------------
 
@@ -629,6 +647,7 @@ class Agent:
         with contextlib.suppress(ApiError, TimeoutError):
             async with asyncio.timeout(SHUTDOWN_FLUSH_SECONDS):
                 await self._flush_outbox()
+                await self._finish_interrupted_send()
                 unsent = [self._event_in_flight] if self._event_in_flight else []
                 while not self._events.empty():
                     unsent.append(self._events.get_nowait())
