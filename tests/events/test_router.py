@@ -326,6 +326,7 @@ async def test_an_unencoded_plus_in_the_offset_is_read_as_a_plus(
         "2026-12-03T11:00:00+25:00",
         "2026-12-03T11:00Z",
         "9999-12-31T23:59:59-01:00",  # past the last representable instant
+        "2026-12-03T11:00:00Z\n",
         "",
     ],
 )

@@ -27,7 +27,7 @@ def parse_rfc3339(value: object) -> datetime:
     """An aware UTC datetime from RFC 3339 text; naive or malformed is an error."""
     if not isinstance(value, str):
         raise ValueError("must be an RFC 3339 time")
-    match = _RFC3339.match(value)
+    match = _RFC3339.fullmatch(value)
     if match is None:
         raise ValueError(
             "must be an RFC 3339 time with an offset, like 2026-12-03T12:00:00Z"
