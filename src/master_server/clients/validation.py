@@ -1,49 +1,9 @@
-"""Input checks for client records and commands: addresses, ports, JSON.
-
-Like the telemetry bounds in `master_server.core.limits`, they refuse at
-validation (422) what the databases could not store (NaN, NUL, lone
-surrogates) instead of letting it fail as a 500 on write.
-"""
+"""Input checks for client records: addresses and ports."""
 
 import ipaddress
-import json
-import math
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import AfterValidator, Field, StrictInt
-
-from master_server.core.limits import check_text
-
-MAX_JSON_DEPTH = 32
-
-
-def check_json(value: Any, *, max_bytes: int) -> Any:
-    """Refuse a JSON document that is too deep, too big or not storable.
-
-    Walks the document without recursion, so a deeply nested body is refused
-    before anything else recurses into it.
-    """
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > MAX_JSON_DEPTH:
-            raise ValueError(f"JSON is nested deeper than {MAX_JSON_DEPTH} levels")
-        if isinstance(item, str):
-            check_text(item)
-        elif isinstance(item, float):
-            if not math.isfinite(item):
-                raise ValueError("numbers must be finite (no NaN or Infinity)")
-        elif isinstance(item, dict):
-            for key, child in item.items():
-                check_text(key)
-                stack.append((child, depth + 1))
-        elif isinstance(item, list):
-            stack.extend((child, depth + 1) for child in item)
-
-    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
-    if size > max_bytes:
-        raise ValueError(f"JSON is larger than {max_bytes} bytes once serialized")
-    return value
 
 
 def check_ip_address(value: str) -> str:

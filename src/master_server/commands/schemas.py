@@ -5,20 +5,21 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from master_server.clients.validation import check_json
+from master_server.core.limits import check_json
 from master_server.models import CommandStatus
 
 MAX_PAYLOAD_BYTES = 65_536
 MAX_RESULT_BYTES = 65_536
+MAX_JSON_DEPTH = 32
 
 
 def _check_payload(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    check_json(value, max_bytes=MAX_PAYLOAD_BYTES)
+    check_json(value, max_depth=MAX_JSON_DEPTH, max_bytes=MAX_PAYLOAD_BYTES)
     return value
 
 
 def _check_result(value: Any) -> Any:
-    return check_json(value, max_bytes=MAX_RESULT_BYTES)
+    return check_json(value, max_depth=MAX_JSON_DEPTH, max_bytes=MAX_RESULT_BYTES)
 
 
 CommandName = Annotated[

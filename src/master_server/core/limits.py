@@ -75,11 +75,19 @@ def check_text(value: str) -> str:
     return value
 
 
-def check_document(value: dict[str, Any]) -> dict[str, Any]:
-    """Refuse a JSON object that is too deep, too big or not storable.
+def check_json(
+    value: Any,
+    *,
+    max_depth: int,
+    max_entries: int | None = None,
+    max_key_length: int | None = None,
+    max_bytes: int | None = None,
+) -> Any:
+    """Refuse a JSON document that is too deep, too big or not storable.
 
     Walks the document without recursion, so a deeply nested one is refused
-    before anything recurses into it.
+    before anything recurses into it. Depth counts containers; entries count
+    object members and array items at every level.
     """
     entries = 0
     stack: list[tuple[Any, int]] = [(value, 1)]
@@ -91,22 +99,36 @@ def check_document(value: dict[str, Any]) -> dict[str, Any]:
             if not math.isfinite(item):
                 raise ValueError("numbers must be finite (no NaN or Infinity)")
         elif isinstance(item, dict | list):
-            if depth > MAX_DOCUMENT_DEPTH:
-                raise ValueError(f"nested deeper than {MAX_DOCUMENT_DEPTH} levels")
+            if depth > max_depth:
+                raise ValueError(f"nested deeper than {max_depth} levels")
             entries += len(item)
-            if entries > MAX_DOCUMENT_ENTRIES:
-                raise ValueError(f"more than {MAX_DOCUMENT_ENTRIES} entries in all")
+            if max_entries is not None and entries > max_entries:
+                raise ValueError(f"more than {max_entries} entries in all")
             if isinstance(item, dict):
                 for key, child in item.items():
-                    if len(key) > MAX_KEY_LENGTH:
+                    if max_key_length is not None and len(key) > max_key_length:
                         raise ValueError(
-                            f"keys must be at most {MAX_KEY_LENGTH} characters"
+                            f"keys must be at most {max_key_length} characters"
                         )
                     check_text(key)
                     stack.append((child, depth + 1))
             else:
                 stack.extend((child, depth + 1) for child in item)
+
+    if max_bytes is not None and len(dumps_document(value).encode()) > max_bytes:
+        raise ValueError(f"JSON is larger than {max_bytes} bytes once serialized")
     return value
+
+
+def check_document(value: dict[str, Any]) -> dict[str, Any]:
+    """The bounds on telemetry documents (heartbeat metrics, event data)."""
+    checked: dict[str, Any] = check_json(
+        value,
+        max_depth=MAX_DOCUMENT_DEPTH,
+        max_entries=MAX_DOCUMENT_ENTRIES,
+        max_key_length=MAX_KEY_LENGTH,
+    )
+    return checked
 
 
 def dumps_document(value: Any) -> str:
