@@ -117,6 +117,10 @@ class BatchWriter(Generic[ItemT, ResultT]):
         write: WriteBatch[ItemT, ResultT],
         *,
         max_batch_size: int = 500,
+        # No waiting for company by default: a batch takes what is queued when
+        # the writer gets to it, which under load is what arrived while the
+        # previous batch was written. In bench/run any fixed wait lowered
+        # throughput.
         max_delay_seconds: float = 0.0,
         max_queue_size: int = 20_000,
         write_timeout_seconds: float = 15.0,

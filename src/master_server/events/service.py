@@ -27,12 +27,6 @@ from master_server.models.base import utcnow
 
 log = structlog.get_logger(__name__)
 
-MAX_BATCH_SIZE = 500
-# No waiting for company: a batch takes what is queued when the writer gets
-# to it, which under load is what arrived while the previous batch was being
-# written. Measured with bench/run, any fixed wait only lowered throughput.
-MAX_BATCH_DELAY_SECONDS = 0.0
-
 
 @dataclass(frozen=True, slots=True)
 class EventItem:
@@ -67,8 +61,6 @@ def create_writer(database: Database) -> EventWriter:
     return BatchWriter(
         "events",
         write,
-        max_batch_size=MAX_BATCH_SIZE,
-        max_delay_seconds=MAX_BATCH_DELAY_SECONDS,
         on_stop=held.close if held else None,
     )
 
