@@ -32,8 +32,8 @@ from master_server.clients.schemas import (
 from master_server.core.config import Settings
 from master_server.core.deps import DbSession, PageDep, SettingsDep
 from master_server.core.errors import (
+    VALIDATION_RESPONSES,
     Forbidden,
-    ValidationErrorBody,
     error_responses,
 )
 from master_server.models import Client
@@ -45,7 +45,7 @@ router = APIRouter(
     tags=["clients"],
     responses={
         **error_responses(InvalidToken, WrongTokenKind),
-        422: {"model": ValidationErrorBody, "description": "invalid input"},
+        **VALIDATION_RESPONSES,
     },
 )
 

@@ -21,7 +21,7 @@ from master_server.commands.errors import (
 )
 from master_server.commands.schemas import CommandAck, CommandCreate, CommandRead
 from master_server.core.deps import DbSession, PageDep
-from master_server.core.errors import ValidationErrorBody, error_responses
+from master_server.core.errors import VALIDATION_RESPONSES, error_responses
 from master_server.models import CommandStatus
 
 router = APIRouter(
@@ -29,7 +29,7 @@ router = APIRouter(
     tags=["commands"],
     responses={
         **error_responses(InvalidToken, WrongTokenKind, ClientNotFound),
-        422: {"model": ValidationErrorBody, "description": "invalid input"},
+        **VALIDATION_RESPONSES,
     },
 )
 

@@ -124,6 +124,12 @@ class ValidationErrorBody(ErrorBody):
     details: list[ValidationIssue]
 
 
+# OpenAPI `responses=` for a router whose endpoints validate their input.
+VALIDATION_RESPONSES: dict[int | str, Any] = {
+    422: {"model": ValidationErrorBody, "description": "invalid input"}
+}
+
+
 def error_responses(*errors: type[MasterServerError]) -> dict[int | str, Any]:
     """OpenAPI `responses=` for the errors an endpoint can raise."""
     responses: dict[int | str, Any] = {}

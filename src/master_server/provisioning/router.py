@@ -1,7 +1,7 @@
 from fastapi import APIRouter, status
 
 from master_server.core.deps import DbSession
-from master_server.core.errors import ValidationErrorBody, error_responses
+from master_server.core.errors import VALIDATION_RESPONSES, error_responses
 from master_server.provisioning import service as provisioning_service
 from master_server.provisioning.errors import InvalidProvisionKey
 from master_server.provisioning.schemas import (
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/clients", tags=["registration"])
     status_code=status.HTTP_201_CREATED,
     responses={
         **error_responses(InvalidProvisionKey),
-        422: {"model": ValidationErrorBody, "description": "invalid input"},
+        **VALIDATION_RESPONSES,
     },
 )
 async def register_client(
