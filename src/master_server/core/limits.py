@@ -37,8 +37,7 @@ def body_limited_route(max_bytes: int) -> type[APIRoute]:
     """A route class that answers 413 to a body over `max_bytes`.
 
     The check runs before FastAPI parses the body, so an oversized body is a
-    413 whatever it contains. The declared Content-Length is checked first;
-    a chunked body is read (the app-wide limit still bounds it) and measured.
+    413 whatever it contains.
     """
 
     class BodyLimitedRoute(APIRoute):
@@ -48,16 +47,28 @@ def body_limited_route(max_bytes: int) -> type[APIRoute]:
             handler = super().get_route_handler()
 
             async def bounded(request: Request) -> Response:
-                declared = request.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > max_bytes:
-                    raise PayloadTooLarge(_too_large(max_bytes))
-                if len(await request.body()) > max_bytes:
-                    raise PayloadTooLarge(_too_large(max_bytes))
+                await read_body_within(request, max_bytes)
                 return await handler(request)
 
             return bounded
 
     return BodyLimitedRoute
+
+
+async def read_body_within(request: Request, max_bytes: int) -> bytes:
+    """The request's body, or PayloadTooLarge (413) when it is over `max_bytes`.
+
+    The declared Content-Length is checked first; a chunked body is read (the
+    app-wide limit still bounds it) and measured. The body stays cached on
+    the request for whoever reads it next.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(_too_large(max_bytes))
+    body = await request.body()
+    if len(body) > max_bytes:
+        raise PayloadTooLarge(_too_large(max_bytes))
+    return body
 
 
 def _too_large(max_bytes: int) -> str:

@@ -134,11 +134,18 @@ def _too_large_message(max_bytes: int) -> str:
 def _is_json(scope: Scope) -> bool:
     for name, value in scope["headers"]:
         if name == b"content-type":
-            media_type: bytes = value.split(b";", 1)[0].strip().lower()
-            return media_type == b"application/json" or (
-                media_type.startswith(b"application/") and media_type.endswith(b"+json")
-            )
+            return is_json_media_type(value.decode("latin-1"))
     return False
+
+
+def is_json_media_type(content_type: str | None) -> bool:
+    """Whether a Content-Type is JSON: `application/json` or `application/*+json`."""
+    if not content_type:
+        return False
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
 
 
 async def _refuse(send: Send, status: int, message: str, code: str) -> None:

@@ -1,7 +1,7 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Query, Request, status
 
 from master_server.auth.dependencies import CurrentUser
 from master_server.auth.errors import InvalidToken, WrongTokenKind
@@ -10,34 +10,31 @@ from master_server.clients.errors import ClientNotFound
 from master_server.core.batching import WriteFailed, WriterOverloaded, WriterStopped
 from master_server.core.deps import DbSession, PageDep
 from master_server.core.errors import (
+    VALIDATION_RESPONSES,
     PayloadTooLarge,
-    ValidationErrorBody,
     error_responses,
 )
-from master_server.core.limits import TELEMETRY_MAX_BODY_BYTES, body_limited_route
 from master_server.events import service as event_service
 from master_server.events.schemas import EventCreate, EventRead, Timestamp
 from master_server.events.service import EventWriter
-from master_server.heartbeats.router import ClientTokenHash
 from master_server.models import EventLevel
+from master_server.telemetry.route import ClientTokenHash, DeviceWriteRoute
 
 router = APIRouter(
     prefix="/clients/{client_id}/events",
     tags=["telemetry"],
-    route_class=body_limited_route(TELEMETRY_MAX_BODY_BYTES),
-    responses={422: {"model": ValidationErrorBody, "description": "invalid input"}},
+    responses=VALIDATION_RESPONSES,
+)
+# The device's own write, on the lean route the telemetry writes share.
+write_router = APIRouter(
+    prefix="/clients/{client_id}/events",
+    tags=["telemetry"],
+    route_class=DeviceWriteRoute,
+    responses=VALIDATION_RESPONSES,
 )
 
 
-async def get_event_writer(request: Request) -> EventWriter:
-    writer: EventWriter = request.app.state.event_writer
-    return writer
-
-
-EventWriterDep = Annotated[EventWriter, Depends(get_event_writer)]
-
-
-@router.post(
+@write_router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     responses=error_responses(
@@ -54,12 +51,13 @@ async def record_event(
     client_id: uuid.UUID,
     body: EventCreate,
     token_hash: ClientTokenHash,
-    writer: EventWriterDep,
+    request: Request,
 ) -> EventRead:
     """Report an event (the client's own token); answered once stored.
 
     A body over 64 KiB is a 413. A 503 means nothing was stored: send it again.
     """
+    writer: EventWriter = request.app.state.event_writer
     event = await event_service.record_event(
         writer,
         client_id=client_id,

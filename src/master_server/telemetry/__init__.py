@@ -1,0 +1,1 @@
+"""What the device telemetry writes (heartbeats, events) share."""
