@@ -14,12 +14,10 @@ gets near one.
 
 import json
 import math
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
-from fastapi import Request, Response
-from fastapi.routing import APIRoute
+from fastapi import Request
 
 from master_server.core.errors import PayloadTooLarge
 
@@ -33,34 +31,13 @@ MAX_DOCUMENT_ENTRIES = 1024
 MAX_KEY_LENGTH = 256
 
 
-def body_limited_route(max_bytes: int) -> type[APIRoute]:
-    """A route class that answers 413 to a body over `max_bytes`.
-
-    The check runs before FastAPI parses the body, so an oversized body is a
-    413 whatever it contains.
-    """
-
-    class BodyLimitedRoute(APIRoute):
-        def get_route_handler(
-            self,
-        ) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-            handler = super().get_route_handler()
-
-            async def bounded(request: Request) -> Response:
-                await read_body_within(request, max_bytes)
-                return await handler(request)
-
-            return bounded
-
-    return BodyLimitedRoute
-
-
 async def read_body_within(request: Request, max_bytes: int) -> bytes:
     """The request's body, or PayloadTooLarge (413) when it is over `max_bytes`.
 
-    The declared Content-Length is checked first; a chunked body is read (the
-    app-wide limit still bounds it) and measured. The body stays cached on
-    the request for whoever reads it next.
+    Checked before the body is parsed, so an oversized body is a 413 whatever
+    it contains. The declared Content-Length is checked first; a chunked body
+    is read (the app-wide limit still bounds it) and measured. The body stays
+    cached on the request for whoever reads it next.
     """
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
