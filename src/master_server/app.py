@@ -8,7 +8,7 @@ import structlog
 from fastapi import FastAPI
 
 from master_server import __version__
-from master_server.api import api_router
+from master_server.api import routers
 from master_server.core.config import Settings, get_settings
 from master_server.core.db import Database, create_engine
 from master_server.core.errors import install_error_handlers
@@ -70,7 +70,8 @@ def create_app(
     app.state.settings = settings
     app.state.password_hashing = PasswordHashing(settings)
     install_error_handlers(app)
-    app.include_router(api_router)
+    for router in routers:
+        app.include_router(router)
     # Added last, so it runs first: the request id covers everything below it.
     app.add_middleware(RequestBodyMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestLogMiddleware)

@@ -5,14 +5,17 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from master_server.core.config import Settings
 from master_server.core.db import Database
 from master_server.core.limits import MAX_DOCUMENT_DEPTH, MAX_DOCUMENT_ENTRIES
+from master_server.heartbeats.router import write_router
 from master_server.models import CommandStatus, Heartbeat
 from master_server.models.base import utcnow
+from master_server.telemetry.route import DeviceWriteRoute
 from tests.fixtures.fleet import (
     Device,
     create_device,
@@ -374,3 +377,18 @@ async def test_the_benchmark_baseline_answers_like_a_heartbeat_but_stays_hidden(
     assert set(response.json()) == {"status", "server_time", "pending_commands"}
     assert await row_count(database, Heartbeat) == 0
     assert "/bench/baseline" not in app.openapi()["paths"]
+
+
+def test_the_benchmark_baseline_is_routed_no_more_cheaply_than_a_heartbeat() -> None:
+    """bench/run's ratio is fair only if both pay the same framework costs.
+
+    Same route class, same router, and the baseline first, so a heartbeat is
+    matched against one more route than the baseline, never fewer.
+    """
+    routes = [route for route in write_router.routes if isinstance(route, APIRoute)]
+    paths = [route.path for route in routes]
+
+    assert paths.index("/bench/baseline") < paths.index(
+        "/clients/{client_id}/heartbeat"
+    )
+    assert {type(route) for route in routes} == {DeviceWriteRoute}
