@@ -20,7 +20,9 @@ FastAPI's order: the body is read (413 over the limit) and decoded (422
 the body are validated together (one 422 listing every error, with FastAPI's
 locations), then the endpoint runs and its result goes out through its
 response model. tests/telemetry/test_route.py sends the same requests to
-this route and to a plain FastAPI one and compares the answers.
+this route and to a plain FastAPI one and compares the answers. What the
+handler does not do: `app.dependency_overrides`, route-level dependencies
+(refused), background tasks.
 """
 
 import inspect
