@@ -184,7 +184,10 @@ def _decode(raw: bytes, content_type: str | None) -> Any:
             ],
             body=exc.doc,
         ) from exc
-    except Exception as exc:  # invalid UTF-8, too deep, too many digits
+    except Exception as exc:
+        # Invalid UTF-8, nesting past the parser, a 5,000-digit number: the
+        # error FastAPI raises, which the app's handler answers as a 422
+        # `json_invalid` like any other malformed JSON.
         raise HTTPException(400, "There was an error parsing the body") from exc
 
 
