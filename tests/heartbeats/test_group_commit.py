@@ -18,6 +18,7 @@ from master_server.core.batching import SqliteCodec
 from master_server.core.config import Settings
 from master_server.core.db import Database, create_engine
 from master_server.core.security import hash_token
+from master_server.heartbeats import repository as heartbeat_repository
 from master_server.heartbeats import service as heartbeat_service
 from master_server.heartbeats.repository import HeartbeatRow
 from master_server.heartbeats.service import HeartbeatRecorded
@@ -310,9 +311,7 @@ async def newer_heartbeat_in_flight(
     """Another worker's transaction: it stored a newer heartbeat, not committed."""
     if not database.is_sqlite:
         async with database.engine.begin() as conn:
-            await heartbeat_service.store_heartbeats(
-                conn, [item(device, received_at, 2)]
-            )
+            await heartbeat_repository.store_batch(conn, [item(device, received_at, 2)])
             yield
         return
 

@@ -385,3 +385,36 @@ class HeldConnection:
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.close()
+
+
+RowT = TypeVar("RowT")
+VerdictT = TypeVar("VerdictT")
+
+
+async def store_batch(
+    engine: AsyncEngine,
+    rows: Sequence[RowT],
+    *,
+    postgresql: Callable[[AsyncConnection, Sequence[RowT]], Awaitable[list[VerdictT]]],
+    sqlite: Callable[[sqlite3.Connection, SqliteCodec, Sequence[RowT]], list[VerdictT]],
+    held: HeldConnection | None = None,
+) -> list[VerdictT]:
+    """Run a batch's statements on the engine's database, in a transaction of its own.
+
+    SQLite: `sqlite` runs on the driver's thread and manages its transaction.
+    PostgreSQL: `postgresql` runs on `held` (autocommit, so it must be one
+    statement; the connection is dropped after a failure), or without it in a
+    transaction on a pooled connection.
+    """
+    if engine.dialect.name == "sqlite":
+        codec = SqliteCodec.of(engine.dialect)
+        async with engine.connect() as conn:
+            return await run_in_sqlite_thread(conn, lambda db: sqlite(db, codec, rows))
+    if held is not None:
+        try:
+            return await postgresql(await held.connection(), rows)
+        except Exception:
+            await held.discard()
+            raise
+    async with engine.begin() as conn:
+        return await postgresql(conn, rows)

@@ -7,14 +7,9 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from master_server.core.batching import (
-    BatchWriter,
-    HeldConnection,
-    SqliteCodec,
-    run_in_sqlite_thread,
-)
+from master_server.core.batching import BatchWriter, HeldConnection, store_batch
 from master_server.core.db import Database
 from master_server.core.deps import Page
 from master_server.core.errors import MasterServerError
@@ -99,21 +94,13 @@ async def write_events(
 ) -> list[EventOutcome]:
     """Authenticate and store a batch, in order, in one transaction of its own."""
     rows = [item.row for item in items]
-    if engine.dialect.name == "sqlite":
-        codec = SqliteCodec.of(engine.dialect)
-        async with engine.connect() as conn:
-            owners = await run_in_sqlite_thread(
-                conn, lambda db: repository.store_batch_sqlite(db, codec, rows)
-            )
-    elif held is not None:
-        try:
-            owners = await repository.store_batch(await held.connection(), rows)
-        except Exception:
-            await held.discard()
-            raise
-    else:
-        async with engine.begin() as conn:
-            owners = await store_events(conn, rows)
+    owners = await store_batch(
+        engine,
+        rows,
+        postgresql=repository.store_batch,
+        sqlite=repository.store_batch_sqlite,
+        held=held,
+    )
 
     outcomes: list[EventOutcome] = []
     for item, owner_id in zip(items, owners, strict=True):
@@ -126,13 +113,6 @@ async def write_events(
         else:
             outcomes.append(_stored_event(item))
     return outcomes
-
-
-async def store_events(
-    conn: AsyncConnection, rows: Sequence[EventRow]
-) -> list[uuid.UUID | None]:
-    """The PostgreSQL batch on `conn`, in its transaction if it has one."""
-    return await repository.store_batch(conn, rows)
 
 
 def _stored_event(item: EventItem) -> StoredEvent:

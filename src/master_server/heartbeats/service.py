@@ -20,12 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from master_server.auth.errors import InvalidToken
 from master_server.clients.errors import ClientNotFound
 from master_server.clients.presence import ClientStatus, presence
-from master_server.core.batching import (
-    BatchWriter,
-    HeldConnection,
-    SqliteCodec,
-    run_in_sqlite_thread,
-)
+from master_server.core.batching import BatchWriter, HeldConnection, store_batch
 from master_server.core.db import Database
 from master_server.core.errors import MasterServerError
 from master_server.core.limits import dumps_document
@@ -103,29 +98,14 @@ async def write_heartbeats(
     the writer's own PostgreSQL connection; without it one is taken from the
     pool.
     """
-    if engine.dialect.name == "sqlite":
-        codec = SqliteCodec.of(engine.dialect)
-        async with engine.connect() as conn:
-            verdicts = await run_in_sqlite_thread(
-                conn, lambda db: repository.store_batch_sqlite(db, codec, rows)
-            )
-    elif held is not None:
-        try:
-            verdicts = await repository.store_batch(await held.connection(), rows)
-        except Exception:
-            await held.discard()
-            raise
-    else:
-        async with engine.begin() as conn:
-            verdicts = await store_heartbeats(conn, rows)
+    verdicts = await store_batch(
+        engine,
+        rows,
+        postgresql=repository.store_batch,
+        sqlite=repository.store_batch_sqlite,
+        held=held,
+    )
     return _outcomes(rows, verdicts)
-
-
-async def store_heartbeats(
-    conn: AsyncConnection, rows: Sequence[HeartbeatRow]
-) -> list[Verdict]:
-    """The PostgreSQL batch on `conn`, in its transaction if it has one."""
-    return await repository.store_batch(conn, rows)
 
 
 def _outcomes(
