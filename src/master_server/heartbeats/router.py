@@ -4,14 +4,12 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Request
 
 from master_server.auth.dependencies import CurrentUser
-from master_server.auth.errors import InvalidToken, WrongTokenKind
+from master_server.auth.errors import InvalidToken
 from master_server.clients.access import ensure_visible
 from master_server.clients.errors import ClientNotFound
-from master_server.core.batching import WriteFailed, WriterOverloaded, WriterStopped
 from master_server.core.deps import DbSession, SettingsDep
 from master_server.core.errors import (
     VALIDATION_RESPONSES,
-    PayloadTooLarge,
     error_responses,
 )
 from master_server.heartbeats import service as heartbeat_service
@@ -22,7 +20,11 @@ from master_server.heartbeats.schemas import (
 )
 from master_server.heartbeats.service import HeartbeatWriter
 from master_server.models.base import utcnow
-from master_server.telemetry.route import ClientTokenHash, DeviceWriteRoute
+from master_server.telemetry.route import (
+    DEVICE_WRITE_RESPONSES,
+    ClientTokenHash,
+    DeviceWriteRoute,
+)
 
 router = APIRouter(
     prefix="/clients/{client_id}", tags=["telemetry"], responses=VALIDATION_RESPONSES
@@ -35,7 +37,7 @@ router = APIRouter(
 write_router = APIRouter(
     tags=["telemetry"],
     route_class=DeviceWriteRoute,
-    responses=VALIDATION_RESPONSES,
+    responses=DEVICE_WRITE_RESPONSES,
 )
 
 
@@ -47,18 +49,7 @@ async def baseline(
     return HeartbeatAck(server_time=utcnow(), pending_commands=0)
 
 
-@write_router.post(
-    "/clients/{client_id}/heartbeat",
-    responses=error_responses(
-        InvalidToken,
-        WrongTokenKind,
-        ClientNotFound,
-        PayloadTooLarge,
-        WriteFailed,
-        WriterOverloaded,
-        WriterStopped,
-    ),
-)
+@write_router.post("/clients/{client_id}/heartbeat")
 async def record_heartbeat(
     client_id: uuid.UUID,
     token_hash: ClientTokenHash,

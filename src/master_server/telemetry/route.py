@@ -37,8 +37,15 @@ from fastapi.routing import APIRoute
 from pydantic import TypeAdapter, ValidationError
 
 from master_server.auth.dependencies import Credentials, bearer_scheme
-from master_server.auth.errors import WrongTokenKind
-from master_server.core.errors import NotAuthenticated
+from master_server.auth.errors import InvalidToken, WrongTokenKind
+from master_server.clients.errors import ClientNotFound
+from master_server.core.batching import WriteFailed, WriterOverloaded, WriterStopped
+from master_server.core.errors import (
+    VALIDATION_RESPONSES,
+    NotAuthenticated,
+    PayloadTooLarge,
+    error_responses,
+)
 from master_server.core.limits import TELEMETRY_MAX_BODY_BYTES, read_body_within
 from master_server.core.middleware import is_json_media_type
 from master_server.core.security import TokenKind, hash_token
@@ -61,6 +68,21 @@ async def client_token_hash(credentials: Credentials) -> str:
 
 
 ClientTokenHash = Annotated[str, Depends(client_token_hash)]
+
+# OpenAPI `responses=` for a device write router: what any write can answer
+# besides its success.
+DEVICE_WRITE_RESPONSES: dict[int | str, Any] = {
+    **VALIDATION_RESPONSES,
+    **error_responses(
+        InvalidToken,
+        WrongTokenKind,
+        ClientNotFound,
+        PayloadTooLarge,
+        WriteFailed,
+        WriterOverloaded,
+        WriterStopped,
+    ),
+}
 
 _KNOWN_PARAMETERS = {"body", "client_id", "token_hash", "request"}
 
