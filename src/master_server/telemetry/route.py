@@ -48,9 +48,7 @@ from master_server.core.errors import (
 )
 from master_server.core.limits import TELEMETRY_MAX_BODY_BYTES, read_body_within
 from master_server.core.middleware import is_json_media_type
-from master_server.core.security import TokenKind, hash_token
-
-_CLIENT_TOKEN_PREFIX = TokenKind.CLIENT.value
+from master_server.core.security import TokenKind, hash_token, token_kind
 
 
 async def client_token_hash(credentials: Credentials) -> str:
@@ -62,7 +60,7 @@ async def client_token_hash(credentials: Credentials) -> str:
     if credentials is None or not credentials.credentials:
         raise NotAuthenticated("missing bearer token")
     token = credentials.credentials
-    if not token.startswith(_CLIENT_TOKEN_PREFIX):
+    if token_kind(token) is not TokenKind.CLIENT:
         raise WrongTokenKind("this endpoint needs a client token")
     return hash_token(token)
 
