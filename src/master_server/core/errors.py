@@ -4,7 +4,6 @@ Every refusal the server gives is a `MasterServerError` carrying an HTTP status
 and a stable `code`; features subclass these next to their own code::
 
     MasterServerError
-    ├── BadRequest                 400
     ├── NotAuthenticated           401
     ├── Forbidden                  403
     ├── NotFound                   404
@@ -48,12 +47,6 @@ class MasterServerError(Exception):
         return {"error": self.message, "code": self.code, **self.extra}
 
 
-class BadRequest(MasterServerError):
-    status_code = 400
-    code = "bad_request"
-    message = "bad request"
-
-
 class NotAuthenticated(MasterServerError):
     status_code = 401
     code = "not_authenticated"
@@ -83,11 +76,15 @@ class PayloadTooLarge(MasterServerError):
     code = "payload_too_large"
     message = "request body is too large"
 
+    @classmethod
+    def over(cls, max_bytes: int) -> "PayloadTooLarge":
+        return cls(f"request body is larger than {max_bytes} bytes")
+
 
 class UnsupportedMediaType(MasterServerError):
     status_code = 415
     code = "unsupported_media_type"
-    message = "request body must be application/json"
+    message = "request body must be JSON (Content-Type: application/json)"
 
 
 class ServiceUnavailable(MasterServerError):

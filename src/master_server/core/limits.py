@@ -41,15 +41,11 @@ async def read_body_within(request: Request, max_bytes: int) -> bytes:
     """
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLarge(_too_large(max_bytes))
+        raise PayloadTooLarge.over(max_bytes)
     body = await request.body()
     if len(body) > max_bytes:
-        raise PayloadTooLarge(_too_large(max_bytes))
+        raise PayloadTooLarge.over(max_bytes)
     return body
-
-
-def _too_large(max_bytes: int) -> str:
-    return f"request body is larger than {max_bytes} bytes"
 
 
 def check_text(value: str) -> str:

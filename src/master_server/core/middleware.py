@@ -7,12 +7,17 @@ task and a memory stream per request on the hottest paths.
 import re
 import time
 import uuid
-from typing import Any
 
 import orjson
 import structlog
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from master_server.core.errors import (
+    MasterServerError,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 
 log = structlog.get_logger("master_server.http")
 
@@ -83,17 +88,10 @@ class RequestBodyMiddleware:
 
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            await _refuse(
-                send, 413, _too_large_message(self.max_bytes), "payload_too_large"
-            )
+            await _refuse(send, PayloadTooLarge.over(self.max_bytes))
             return
         if (declared or _is_chunked(scope)) and not _is_json(scope):
-            await _refuse(
-                send,
-                415,
-                "request body must be JSON (Content-Type: application/json)",
-                "unsupported_media_type",
-            )
+            await _refuse(send, UnsupportedMediaType())
             return
 
         received = 0
@@ -106,7 +104,8 @@ class RequestBodyMiddleware:
                 if received > self.max_bytes:
                     # An HTTPException passes through FastAPI's body parsing
                     # untouched and reaches the JSON error handler as a 413.
-                    raise HTTPException(413, _too_large_message(self.max_bytes))
+                    too_large = PayloadTooLarge.over(self.max_bytes)
+                    raise HTTPException(too_large.status_code, too_large.message)
             return message
 
         await self.app(scope, limited_receive, send)
@@ -127,10 +126,6 @@ def _is_chunked(scope: Scope) -> bool:
     return any(name == b"transfer-encoding" for name, _ in scope["headers"])
 
 
-def _too_large_message(max_bytes: int) -> str:
-    return f"request body is larger than {max_bytes} bytes"
-
-
 def _is_json(scope: Scope) -> bool:
     for name, value in scope["headers"]:
         if name == b"content-type":
@@ -148,9 +143,9 @@ def is_json_media_type(content_type: str | None) -> bool:
     )
 
 
-async def _refuse(send: Send, status: int, message: str, code: str) -> None:
-    body: dict[str, Any] = {"error": message, "code": code}
-    payload = orjson.dumps(body)
+async def _refuse(send: Send, error: MasterServerError) -> None:
+    status = error.status_code
+    payload = orjson.dumps(error.body())
     await send(
         {
             "type": "http.response.start",
