@@ -280,3 +280,46 @@ def test_an_endpoint_the_route_cannot_serve_is_refused_at_start_up(
 
     with pytest.raises(TypeError, match=endpoint.__name__):
         router.post("/x")(endpoint)
+
+
+@pytest.mark.parametrize("prefix", ["lean", "plain"])
+async def test_a_client_gone_before_its_body_is_whole_is_not_a_server_error(
+    twin_app: FastAPI, prefix: str
+) -> None:
+    """The device hung up mid-body: logged as its fault, like FastAPI does."""
+    path = f"/{prefix}/clients/{CLIENT_ID}/heartbeat"
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"100"),
+            (b"authorization", f"Bearer {TOKEN}".encode()),
+        ],
+        "client": ("127.0.0.1", 5000),
+        "server": ("test", 80),
+    }
+    messages = iter(
+        [
+            {"type": "http.request", "body": b'{"uptime_s":', "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+    )
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        return next(messages)
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    await twin_app(scope, receive, send)
+
+    assert sent[0]["status"] == 422

@@ -180,15 +180,16 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers)
 
 
-# FastAPI's answer to a body that json.loads cannot take in at all (invalid
-# UTF-8, nesting deeper than the parser's recursion limit, an integer of more
-# than 4,300 digits): to a client, that is malformed JSON like any other.
-_UNPARSABLE_BODY = "There was an error parsing the body"
+# FastAPI's answer to a body it cannot read at all (invalid UTF-8, nesting
+# deeper than the parser's recursion limit, an integer of more than 4,300
+# digits, a client gone mid-body): to a client, that is malformed JSON like
+# any other.
+UNREADABLE_BODY = "There was an error parsing the body"
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:
+    if exc.status_code == 400 and exc.detail == UNREADABLE_BODY:
         return JSONResponse(
             {
                 "error": "invalid input: body",

@@ -17,9 +17,10 @@ import math
 from typing import Any
 
 import orjson
-from fastapi import Request
+from fastapi import HTTPException, Request
+from starlette.requests import ClientDisconnect
 
-from master_server.core.errors import PayloadTooLarge
+from master_server.core.errors import UNREADABLE_BODY, PayloadTooLarge
 
 TELEMETRY_MAX_BODY_BYTES = 64 * 1024
 
@@ -42,7 +43,12 @@ async def read_body_within(request: Request, max_bytes: int) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge.over(max_bytes)
-    body = await request.body()
+    try:
+        body = await request.body()
+    except ClientDisconnect as exc:
+        # Gone before the body was whole: what FastAPI answers to a body it
+        # cannot read, so the log shows the client's fault, not a 500.
+        raise HTTPException(400, UNREADABLE_BODY) from exc
     if len(body) > max_bytes:
         raise PayloadTooLarge.over(max_bytes)
     return body

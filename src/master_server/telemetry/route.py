@@ -41,6 +41,7 @@ from master_server.auth.errors import InvalidToken, WrongTokenKind
 from master_server.clients.errors import ClientNotFound
 from master_server.core.batching import WriteFailed, WriterOverloaded, WriterStopped
 from master_server.core.errors import (
+    UNREADABLE_BODY,
     VALIDATION_RESPONSES,
     NotAuthenticated,
     PayloadTooLarge,
@@ -208,7 +209,7 @@ def _decode(raw: bytes, content_type: str | None) -> Any:
         # Invalid UTF-8, nesting past the parser, a 5,000-digit number: the
         # error FastAPI raises, which the app's handler answers as a 422
         # `json_invalid` like any other malformed JSON.
-        raise HTTPException(400, "There was an error parsing the body") from exc
+        raise HTTPException(400, UNREADABLE_BODY) from exc
 
 
 def _validate(
