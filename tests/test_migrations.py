@@ -23,6 +23,7 @@ from sqlalchemy import (
     inspect,
     select,
     table,
+    text,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -155,6 +156,13 @@ _CLIENTS_0001 = table(
     column("last_seen_at", UTCDateTime()),
     column("last_heartbeat", JSON()),
 )
+_CLIENTS = table(
+    "clients",
+    column("id", Uuid()),
+    column("name", String()),
+    column("description", String()),
+    column("created_at", UTCDateTime()),
+)
 _HEARTBEATS = table(
     "heartbeats",
     column("client_id", Uuid()),
@@ -241,3 +249,43 @@ async def test_moving_presence_out_of_clients_keeps_it_and_every_clients_history
         (quiet, None, None),
         (seen, seen_at, beat),
     ]
+
+
+async def test_whole_second_times_written_by_sqlite3_get_their_fraction(
+    empty_database_url: str,
+) -> None:
+    settings = make_settings(empty_database_url)
+    client_id = uuid.uuid4()
+    await upgrade(empty_database_url, "0002")
+    is_sqlite = settings.database_url.startswith("sqlite")
+
+    async def seed(connection: AsyncConnection) -> None:
+        at = datetime(2026, 12, 3, 10, 0, 0, tzinfo=UTC)
+        await connection.execute(
+            insert(_CLIENTS),
+            [{"id": client_id, "name": "d", "description": "", "created_at": at}],
+        )
+        await connection.execute(
+            insert(_PRESENCE),
+            [{"client_id": client_id, "last_seen_at": at, "last_heartbeat": {}}],
+        )
+        if is_sqlite:  # the text sqlite3 itself wrote for such a time
+            await connection.execute(
+                text("UPDATE client_presence SET last_seen_at = :short"),
+                {"short": "2026-12-03 10:00:00"},
+            )
+
+    await _run(settings, seed)
+    await upgrade(empty_database_url)
+
+    async def seen_from_ten(connection: AsyncConnection) -> Any:
+        on_the_second = datetime(2026, 12, 3, 10, 0, 0, tzinfo=UTC)
+        return await connection.scalar(
+            select(_PRESENCE.c.last_seen_at).where(
+                _PRESENCE.c.last_seen_at >= on_the_second
+            )
+        )
+
+    assert await _run(settings, seen_from_ten) == datetime(
+        2026, 12, 3, 10, 0, 0, tzinfo=UTC
+    )

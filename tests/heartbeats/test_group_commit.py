@@ -2,6 +2,7 @@
 
 import asyncio
 import sqlite3
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -18,6 +19,9 @@ from master_server.core.batching import SqliteCodec
 from master_server.core.config import Settings
 from master_server.core.db import Database, create_engine
 from master_server.core.security import hash_token
+from master_server.events import service as event_service
+from master_server.events.repository import EventRow
+from master_server.events.service import EventItem
 from master_server.heartbeats import repository as heartbeat_repository
 from master_server.heartbeats import service as heartbeat_service
 from master_server.heartbeats.repository import HeartbeatRow
@@ -302,6 +306,53 @@ async def test_within_one_batch_the_latest_heartbeat_wins_whatever_its_place(
     assert all(isinstance(outcome, HeartbeatRecorded) for outcome in outcomes)
     assert await last_seen(database, device.id) == now
     assert await stored_uptimes(database, device.id) == [1.0, 3.0, 2.0]
+
+
+async def test_a_heartbeat_on_the_second_is_stored_as_the_orm_stores_times(
+    device: Device, database: Database
+) -> None:
+    # On SQLite times are text, compared as text. A batch once left the
+    # formatting to sqlite3, which drops a zero fraction ("10:00:00" against
+    # the ORM's "10:00:00.000000"), so such a client fell out of the online
+    # filter at the very edge of its timeout while its status said online.
+    on_the_second = utcnow().replace(microsecond=0)
+    await store(database.engine, [item(device, on_the_second, 1)])
+
+    async with database.engine.connect() as conn:
+        stored = (
+            await conn.execute(
+                select(ClientPresence.last_seen_at).where(
+                    ClientPresence.last_seen_at >= on_the_second
+                )
+            )
+        ).scalar_one_or_none()
+
+    assert stored == on_the_second
+
+
+async def test_an_event_on_the_second_is_found_from_that_second(
+    device: Device, database: Database
+) -> None:
+    on_the_second = utcnow().replace(microsecond=0)
+    row = EventRow(
+        id=uuid.uuid4(),
+        client_id=device.id,
+        token_hash=hash_token(device.token),
+        level="info",
+        message="on the second",
+        data_json=None,
+        created_at=on_the_second,
+    )
+    await event_service.write_events(database.engine, [EventItem(row=row, data=None)])
+
+    async with database.engine.connect() as conn:
+        found = (
+            await conn.execute(
+                select(Event.message).where(Event.created_at >= on_the_second)
+            )
+        ).scalars()
+
+    assert list(found) == ["on the second"]
 
 
 @asynccontextmanager

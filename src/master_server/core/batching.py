@@ -345,7 +345,10 @@ class SqliteCodec:
         id_type: Uuid[uuid.UUID] = Uuid()
         to_id = id_type.bind_processor(dialect)
         from_id = id_type.result_processor(dialect, None)  # type: ignore[no-untyped-call]
-        to_time = UTCDateTime().bind_processor(dialect)
+        # The time type as the dialect runs it, so a time comes out as the
+        # text SQLAlchemy stores, not as a datetime that sqlite3 would format
+        # its own way (without the fraction on a whole second).
+        to_time = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
         assert to_id and from_id and to_time
         return cls(to_id=to_id, from_id=from_id, to_time=to_time)
 
