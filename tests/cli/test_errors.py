@@ -1,5 +1,6 @@
 """Both commands turn bad settings and unusable databases into one-line messages."""
 
+import sqlite3
 import subprocess
 import uuid
 from pathlib import Path
@@ -46,6 +47,20 @@ PROGRAMS = [("master-server", ()), ("masterctl", ("migrate",))]
         (
             {"MASTER_DATABASE_URL": "mysql://u@h/db"},
             f"error: MASTER_DATABASE_URL: unsupported database 'mysql'; {SUPPORTED}\n",
+        ),
+        *(
+            (
+                {"MASTER_DATABASE_URL": url},
+                "error: MASTER_DATABASE_URL: an in-memory SQLite database cannot "
+                "be shared by the server's processes; name a file, such as "
+                "sqlite:///./master.db\n",
+            )
+            for url in [
+                "sqlite://",
+                "sqlite:///:memory:",
+                "sqlite:///file::memory:?cache=shared",
+                "sqlite:///fleet.db?mode=memory",
+            ]
         ),
         (
             {"MASTER_PORT": "abc"},
@@ -128,3 +143,27 @@ def test_an_unusable_database_is_one_line_on_stderr_and_exit_1(
     assert result.stderr.startswith(f"error: cannot use the database: {reason}")
     assert len(result.stderr.splitlines()) == 1
     assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(("program", "args"), PROGRAMS)
+def test_a_database_migrated_by_a_newer_version_is_one_line_and_left_alone(
+    tmp_path: Path, program: str, args: tuple[str, ...]
+) -> None:
+    database = tmp_path / "master.db"
+    assert run("masterctl", tmp_path, "migrate").returncode == 0
+    with sqlite3.connect(database) as connection:
+        connection.execute("UPDATE alembic_version SET version_num = '9999'")
+
+    result = run(program, tmp_path, *args)
+
+    assert result.returncode == 1
+    assert result.stderr == (
+        "error: cannot migrate the database: the database is at schema revision "
+        "'9999', which this version of master_server does not know: a newer "
+        "version migrated it. Run that version, or restore a backup taken before "
+        "it ran\n"
+    )
+    with sqlite3.connect(database) as connection:
+        assert connection.execute(
+            "SELECT version_num FROM alembic_version"
+        ).fetchall() == [("9999",)]

@@ -285,9 +285,15 @@ async def test_migrate_brings_an_empty_database_to_head_and_says_so(
     first = masterctl(server_database_url, tmp_path, "migrate")
     again = masterctl(server_database_url, tmp_path, "migrate")
 
+    script = ScriptDirectory.from_config(alembic_config(server_database_url))
+    steps = [
+        f"applied {revision.revision}: {revision.doc}\n"
+        for revision in reversed(list(script.walk_revisions()))
+    ]
+    assert first.stdout == "".join(steps) + "database is up to date\n"
+    assert again.stdout == "database is up to date\n"
     for result in (first, again):
         assert result.returncode == 0, result.stderr
-        assert result.stdout == "database is up to date\n"
         assert result.stderr == ""
     async with cli_engine.connect() as connection:
         version = await connection.scalar(

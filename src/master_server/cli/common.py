@@ -10,6 +10,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import make_url
 
 from master_server.core.config import Settings, env_var_name, get_settings
+from master_server.core.migrations import MigrationError
 
 
 def fail(message: str) -> typer.Exit:
@@ -48,3 +49,5 @@ def database_errors_as_messages(database_url: str) -> Iterator[None]:
     except (sa_exc.DBAPIError, sa_exc.TimeoutError, OSError) as exc:
         reason = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
         raise fail(f"cannot use the database: {reason}") from None
+    except MigrationError as exc:
+        raise fail(f"cannot migrate the database: {exc}") from None

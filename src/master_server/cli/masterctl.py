@@ -28,7 +28,9 @@ def migrate() -> None:
     configure_logging(settings, for_cli=True)
 
     with database_errors_as_messages(settings.database_url):
-        upgrade(settings.database_url)
+        applied = upgrade(settings.database_url)
+    for step in applied:
+        typer.echo(f"applied {step}")
     typer.echo("database is up to date")
 
 

@@ -85,6 +85,17 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"unsupported database {url.drivername!r}; {SUPPORTED_DATABASES}"
             )
+        if url.get_backend_name() == "sqlite" and (
+            url.database in {None, "", ":memory:"}
+            or url.query.get("mode") == "memory"
+            or str(url.database).startswith("file::memory:")
+        ):
+            # Each connection and each process would see a database of its
+            # own: the migrations, the workers and masterctl never share one.
+            raise ValueError(
+                "an in-memory SQLite database cannot be shared by the server's "
+                "processes; name a file, such as sqlite:///./master.db"
+            )
         return value
 
     @property

@@ -4,8 +4,12 @@ Alembic's env.py runs its own event loop, so these functions are synchronous;
 call them before the server's loop starts or from a worker thread.
 """
 
+import re
+from typing import Any
+
 from alembic import command
 from alembic.config import Config
+from alembic.util import CommandError
 
 MIGRATIONS = "master_server:migrations"
 
@@ -21,8 +25,37 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
-def upgrade(database_url: str, revision: str = "head") -> None:
-    command.upgrade(alembic_config(database_url), revision)
+class MigrationError(Exception):
+    """The database's schema cannot be brought to this version's."""
+
+
+def upgrade(database_url: str, revision: str = "head") -> list[str]:
+    """Migrate to `revision`; returns the steps applied, oldest first, if any.
+
+    A database stamped with a revision this version does not ship (migrated by
+    a newer version) is a MigrationError that says so.
+    """
+    config = alembic_config(database_url)
+    applied: list[str] = []
+
+    def record(*, step: Any, **_: Any) -> None:
+        doc = step.up_revision.doc if step.up_revision is not None else ""
+        applied.append(f"{step.up_revision_id}: {doc}".removesuffix(": "))
+
+    # env.py hands this to Alembic's `on_version_apply`.
+    config.attributes["on_version_apply"] = record
+    try:
+        command.upgrade(config, revision)
+    except CommandError as exc:
+        unknown = re.search(r"Can't locate revision identified by '([^']*)'", str(exc))
+        if unknown is None:
+            raise MigrationError(str(exc)) from exc
+        raise MigrationError(
+            f"the database is at schema revision {unknown.group(1)!r}, which this "
+            "version of master_server does not know: a newer version migrated it. "
+            "Run that version, or restore a backup taken before it ran"
+        ) from exc
+    return applied
 
 
 def downgrade(database_url: str, revision: str = "base") -> None:
