@@ -15,6 +15,7 @@ from sqlalchemy import (
     JSON,
     Connection,
     Float,
+    Integer,
     String,
     Uuid,
     column,
@@ -175,6 +176,15 @@ _PRESENCE = table(
     column("last_seen_at", UTCDateTime()),
     column("last_heartbeat", JSON()),
 )
+# Revision 0004 reads presence from the history and drops client_presence.
+_HISTORY = table(
+    "heartbeats",
+    column("seq", Integer()),
+    column("client_id", Uuid()),
+    column("uptime_s", Float()),
+    column("metrics", JSON()),
+    column("created_at", UTCDateTime()),
+)
 
 
 async def _run(settings: Settings, statements: Any) -> Any:
@@ -221,7 +231,7 @@ async def test_moving_presence_out_of_clients_keeps_it_and_every_clients_history
 
     await _run(settings, seed)
 
-    await upgrade(empty_database_url)
+    await upgrade(empty_database_url, "0002")
 
     async def moved(connection: AsyncConnection) -> tuple[Any, ...]:
         presence = (await connection.execute(select(_PRESENCE))).all()
@@ -276,7 +286,7 @@ async def test_whole_second_times_written_by_sqlite3_get_their_fraction(
             )
 
     await _run(settings, seed)
-    await upgrade(empty_database_url)
+    await upgrade(empty_database_url, "0003")
 
     async def seen_from_ten(connection: AsyncConnection) -> Any:
         on_the_second = datetime(2026, 12, 3, 10, 0, 0, tzinfo=UTC)
@@ -289,3 +299,117 @@ async def test_whole_second_times_written_by_sqlite3_get_their_fraction(
     assert await _run(settings, seen_from_ten) == datetime(
         2026, 12, 3, 10, 0, 0, tzinfo=UTC
     )
+
+
+async def test_reading_presence_from_the_history_keeps_every_clients_presence(
+    empty_database_url: str,
+) -> None:
+    settings = make_settings(empty_database_url)
+    beating, edited, quiet = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    earlier = datetime(2026, 12, 4, 9, 0, 0, 250000, tzinfo=UTC)
+    later = datetime(2026, 12, 4, 9, 0, 30, tzinfo=UTC)
+    await upgrade(empty_database_url, "0003")
+
+    async def seed(connection: AsyncConnection) -> None:
+        await connection.execute(
+            insert(_CLIENTS),
+            [
+                {"id": id_, "name": name, "description": "", "created_at": earlier}
+                for id_, name in [
+                    (beating, "beating"),
+                    (edited, "edited"),
+                    (quiet, "quiet"),
+                ]
+            ],
+        )
+        # `beating` as the server kept it: presence is its newest heartbeat.
+        # `edited` has a presence newer than its history, as a hand-edited
+        # database might; it must not lose it.
+        await connection.execute(
+            insert(_HISTORY),
+            [
+                {
+                    "client_id": client_id,
+                    "uptime_s": uptime,
+                    "metrics": metrics,
+                    "created_at": at,
+                }
+                for client_id, uptime, metrics, at in [
+                    (beating, 1.0, None, earlier),
+                    (beating, 31.0, {"load1": 0.5}, later),
+                    (edited, 5.0, None, earlier),
+                ]
+            ],
+        )
+        await connection.execute(
+            insert(_PRESENCE),
+            [
+                {
+                    "client_id": beating,
+                    "last_seen_at": later,
+                    "last_heartbeat": {
+                        "uptime_s": 31.0,
+                        "metrics": {"load1": 0.5},
+                        "received_at": "2026-12-04T09:00:30Z",
+                    },
+                },
+                {
+                    "client_id": edited,
+                    "last_seen_at": later,
+                    "last_heartbeat": {
+                        "uptime_s": 7.5,
+                        "metrics": {"disk": 12},
+                        "received_at": "2026-12-04T09:00:30Z",
+                    },
+                },
+            ],
+        )
+
+    await _run(settings, seed)
+    await upgrade(empty_database_url)
+
+    async def history(connection: AsyncConnection) -> list[Any]:
+        rows = await connection.execute(
+            select(
+                _HISTORY.c.client_id,
+                _HISTORY.c.uptime_s,
+                _HISTORY.c.metrics,
+                _HISTORY.c.created_at,
+            ).order_by(_HISTORY.c.client_id, _HISTORY.c.created_at)
+        )
+        return [tuple(row) for row in rows]
+
+    expected_history = sorted(
+        [
+            (beating, 1.0, None, earlier),
+            (beating, 31.0, {"load1": 0.5}, later),
+            (edited, 5.0, None, earlier),
+            (edited, 7.5, {"disk": 12}, later),
+        ],
+        key=lambda row: (row[0], row[3]),
+    )
+    assert await _run(settings, history) == expected_history
+
+    assert "client_presence" not in await _inspect(settings, _table_names)
+
+    await downgrade(empty_database_url, "0003")
+
+    async def presence(connection: AsyncConnection) -> list[Any]:
+        rows = await connection.execute(
+            select(
+                _PRESENCE.c.client_id,
+                _PRESENCE.c.last_seen_at,
+                _PRESENCE.c.last_heartbeat,
+            ).order_by(_PRESENCE.c.client_id)
+        )
+        return [tuple(row) for row in rows]
+
+    rebuilt = await _run(settings, presence)
+    assert [(client_id, seen) for client_id, seen, _ in rebuilt] == sorted(
+        [(beating, later), (edited, later)]
+    )
+    beats = {client_id: beat for client_id, _, beat in rebuilt}
+    assert beats[beating]["uptime_s"] == 31.0
+    assert beats[beating]["metrics"] == {"load1": 0.5}
+    assert datetime.fromisoformat(beats[beating]["received_at"]) == later
+    assert beats[edited]["metrics"] == {"disk": 12}

@@ -13,14 +13,14 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from master_server.models import (
     Client,
-    ClientPresence,
     Command,
     CommandStatus,
+    Heartbeat,
     User,
     UserClient,
 )
@@ -108,8 +108,8 @@ async def snapshot(db: AsyncSession, client_id: uuid.UUID) -> tuple[Any, ...]:
         client.token_hash,
         client.eth0,
         await db.scalar(
-            select(ClientPresence.last_seen_at).where(
-                ClientPresence.client_id == client_id
+            select(func.max(Heartbeat.created_at)).where(
+                Heartbeat.client_id == client_id
             )
         ),
         tuple(commands),

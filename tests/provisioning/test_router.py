@@ -4,10 +4,11 @@ import uuid
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from master_server.core.security import hash_token
-from master_server.models import Client, ClientPresence
+from master_server.models import Client, Heartbeat
 from tests.clients.factories import create_client
 
 INVALID_KEY = {"error": "invalid provision key", "code": "invalid_provision_key"}
@@ -46,7 +47,10 @@ async def test_a_device_registers_with_its_provision_key(
     assert client_row.token_hash == hash_token(body["token"])
     assert client_row.provision_key_hash is None
     assert client_row.registered_at is not None
-    assert await db.get(ClientPresence, pending.id) is None
+    assert (
+        await db.scalar(select(func.count()).where(Heartbeat.client_id == pending.id))
+        == 0
+    )
     assert (client_row.eth0, client_row.wlan0, client_row.service_port) == (
         "192.0.2.7",
         "2001:db8::7",

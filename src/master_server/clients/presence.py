@@ -2,15 +2,16 @@
 
 Nothing a device says about time decides it: only when the server received
 its last heartbeat (`last_seen_at`, stamped by the server) and
-`MASTER_HEARTBEAT_TIMEOUT`.
+`MASTER_HEARTBEAT_TIMEOUT`. `last_seen_at` is the newest `created_at` in the
+client's heartbeat history: the statements that read it are here too.
 """
 
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import ColumnElement, and_, exists
+from sqlalchemy import ColumnElement, ScalarSelect, and_, exists, func, select
 
-from master_server.models import Client, ClientPresence
+from master_server.models import Client, Heartbeat
 
 
 class ClientStatus(StrEnum):
@@ -43,12 +44,12 @@ def presence_filter(
 ) -> ColumnElement[bool]:
     """The SQL condition on `Client` for `status`, the same rule as `presence()`.
 
-    A client that never sent a heartbeat has no `ClientPresence` row, so
-    "seen within the timeout" is an EXISTS, and "not seen" its negation.
+    "Seen within the timeout" is a heartbeat received since the cutoff, one
+    probe of the (client_id, created_at) index; "not seen" is its negation.
     """
     cutoff = now - timedelta(seconds=timeout_seconds)
     seen_recently = exists().where(
-        ClientPresence.client_id == Client.id, ClientPresence.last_seen_at >= cutoff
+        Heartbeat.client_id == Client.id, Heartbeat.created_at >= cutoff
     )
     match status:
         case ClientStatus.UNREGISTERED:
@@ -57,3 +58,18 @@ def presence_filter(
             return and_(Client.registered_at.is_not(None), seen_recently)
         case ClientStatus.OFFLINE:
             return and_(Client.registered_at.is_not(None), ~seen_recently)
+
+
+def last_seen_at_of_client() -> ScalarSelect[datetime]:
+    """`Client`'s `last_seen_at`, as a column for a query over clients.
+
+    The newest heartbeat's time, read from the end of the client's stretch
+    of the (client_id, created_at) index, however long its history; NULL
+    when it never sent one.
+    """
+    return (
+        select(func.max(Heartbeat.created_at))
+        .where(Heartbeat.client_id == Client.id)
+        .correlate(Client)
+        .scalar_subquery()
+    )

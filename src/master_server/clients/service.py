@@ -18,10 +18,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from master_server.auth.service import AuthenticatedUser
 from master_server.clients.access import is_admin
 from master_server.clients.errors import AssignmentNotFound, ClientNotFound
-from master_server.clients.presence import ClientStatus, presence, presence_filter
+from master_server.clients.presence import (
+    ClientStatus,
+    last_seen_at_of_client,
+    presence,
+    presence_filter,
+)
 from master_server.core.deps import Page
 from master_server.core.security import TokenKind, hash_token, new_token
-from master_server.models import Client, ClientPresence, User, UserClient
+from master_server.models import Client, User, UserClient
 from master_server.models.base import utcnow
 from master_server.users.errors import UserNotFound
 
@@ -50,11 +55,9 @@ async def last_seen_at(
     if not client_ids:
         return {}
     rows = await db.execute(
-        select(ClientPresence.client_id, ClientPresence.last_seen_at).where(
-            ClientPresence.client_id.in_(client_ids)
-        )
+        select(Client.id, last_seen_at_of_client()).where(Client.id.in_(client_ids))
     )
-    return {client_id: seen for client_id, seen in rows}
+    return {client_id: seen for client_id, seen in rows if seen is not None}
 
 
 async def create_client(

@@ -1,11 +1,15 @@
 """Statements for heartbeats, written a batch at a time.
 
+A heartbeat is one row appended to the client's history; its presence
+(`last_seen_at`, `last_heartbeat`) is read back from the newest row, so
+nothing is rewritten in place.
+
 On PostgreSQL a whole batch is one statement: its arrays are unnested into
-rows, the clients behind the tokens are locked, the clients' presence rows are
-upserted and the history appended by data-modifying CTEs, and the pending
-commands are counted, all in one round trip. One statement is also one transaction, so
-the writer runs it in autocommit and needs no BEGIN or COMMIT either. Its text
-is the same whatever the batch size, so asyncpg prepares it once.
+rows, the clients behind the tokens are share-locked, the history is
+appended by a data-modifying CTE, and the pending commands are counted, all
+in one round trip. One statement is also one transaction, so the writer runs
+it in autocommit and needs no BEGIN or COMMIT either. Its text is the same
+whatever the batch size, so asyncpg prepares it once.
 
 On SQLite the whole batch runs as one function on the driver's thread (see
 `core.batching.run_in_sqlite_thread`), with plain SQL on sqlite3: there an
@@ -20,11 +24,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, func, select, text
+from sqlalchemy import Row, func, select, text, true
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from master_server.core.batching import SqliteCodec
-from master_server.models import Client, ClientPresence, Command, CommandStatus
+from master_server.models import Client, Command, CommandStatus, Heartbeat
 
 PENDING = CommandStatus.PENDING.value
 
@@ -35,7 +39,6 @@ class HeartbeatRow:
     token_hash: str
     uptime_s: float | None
     metrics_json: str | None  # already serialized
-    last_heartbeat_json: str
     received_at: datetime
 
 
@@ -57,42 +60,20 @@ WITH batch AS (
         CAST(:token_hashes AS text[]),
         CAST(:received_ats AS timestamptz[]),
         CAST(:uptimes AS float8[]),
-        CAST(:metrics AS text[]),
-        CAST(:last_heartbeats AS text[])
-    ) WITH ORDINALITY AS b(
-        client_id, token_hash, received_at, uptime_s, metrics, last_heartbeat,
-        ordinal
-    )
+        CAST(:metrics AS text[])
+    ) WITH ORDINALITY
+        AS b(client_id, token_hash, received_at, uptime_s, metrics, ordinal)
 ),
 owners AS (
-    -- Locked in id order: two workers' batches over the same clients queue
-    -- behind each other instead of deadlocking, and no client can be deleted
+    -- A key-share lock: no client can be deleted, nor its token replaced,
     -- before the batch commits.
     SELECT id, token_hash FROM clients
     WHERE token_hash = ANY(CAST(:token_hashes AS text[]))
-    ORDER BY id
-    FOR NO KEY UPDATE
+    FOR KEY SHARE
 ),
 accepted AS (
     SELECT b.* FROM batch b
     JOIN owners o ON o.id = b.client_id AND o.token_hash = b.token_hash
-),
-latest AS (
-    SELECT DISTINCT ON (client_id) client_id, received_at, last_heartbeat
-    FROM accepted
-    ORDER BY client_id, received_at DESC
-),
-presence AS (
-    -- last_seen_at only moves forward, whatever order batches commit in. The
-    -- rows go in client id order too, behind the owners' locks.
-    INSERT INTO client_presence AS p (client_id, last_seen_at, last_heartbeat)
-    SELECT client_id, received_at, CAST(last_heartbeat AS jsonb)
-    FROM latest
-    ORDER BY client_id
-    ON CONFLICT (client_id) DO UPDATE SET
-        last_seen_at = EXCLUDED.last_seen_at,
-        last_heartbeat = EXCLUDED.last_heartbeat
-    WHERE p.last_seen_at <= EXCLUDED.last_seen_at
 ),
 stored AS (
     INSERT INTO heartbeats (client_id, uptime_s, metrics, created_at)
@@ -102,7 +83,7 @@ stored AS (
 ),
 pending AS (
     SELECT client_id, count(*) AS commands FROM commands
-    WHERE client_id IN (SELECT client_id FROM latest) AND status = '{PENDING}'
+    WHERE client_id IN (SELECT client_id FROM accepted) AND status = '{PENDING}'
     GROUP BY client_id
 )
 SELECT o.id AS owner_id, coalesce(p.commands, 0) AS pending_commands
@@ -119,9 +100,8 @@ async def store_batch(
 ) -> list[Verdict]:
     """Authenticate and store a batch on PostgreSQL; one verdict per row, in order.
 
-    A row is stored when its token belongs to its client: the client's
-    presence (`last_seen_at`, `last_heartbeat`) takes the latest of its rows,
-    and every row joins the history.
+    A row is stored, in the client's history, when its token belongs to its
+    client.
     """
     result = await conn.execute(
         _POSTGRESQL_STORE,
@@ -131,7 +111,6 @@ async def store_batch(
             "received_ats": [row.received_at for row in rows],
             "uptimes": [row.uptime_s for row in rows],
             "metrics": [row.metrics_json for row in rows],
-            "last_heartbeats": [row.last_heartbeat_json for row in rows],
         },
     )
     return [Verdict(owner_id, pending) for owner_id, pending in result]
@@ -156,15 +135,28 @@ async def count_pending_commands(
 
 async def client_status_row(
     conn: AsyncConnection | AsyncSession, client_id: uuid.UUID
-) -> Row[datetime | None, datetime | None, dict[str, Any] | None] | None:
+) -> Row[datetime | None, datetime | None, float | None, dict[str, Any] | None] | None:
+    """The client's `registered_at` and its newest heartbeat, if it has one.
+
+    None when there is no such client. Newest means the latest received; of
+    two received in the same microsecond, the one stored last.
+    """
+    newest = (
+        select(Heartbeat.created_at, Heartbeat.uptime_s, Heartbeat.metrics)
+        .where(Heartbeat.client_id == client_id)
+        .order_by(Heartbeat.created_at.desc(), Heartbeat.seq.desc())
+        .limit(1)
+        .subquery()
+    )
     row = (
         await conn.execute(
             select(
                 Client.registered_at,
-                ClientPresence.last_seen_at,
-                ClientPresence.last_heartbeat,
+                newest.c.created_at,
+                newest.c.uptime_s,
+                newest.c.metrics,
             )
-            .outerjoin(ClientPresence, ClientPresence.client_id == Client.id)
+            .outerjoin(newest, true())
             .where(Client.id == client_id)
         )
     ).first()
@@ -177,15 +169,6 @@ async def client_status_row(
 _SQLITE_TOKEN_OWNERS = """
 SELECT token_hash, id FROM clients
 WHERE token_hash IN (SELECT value FROM json_each(?))
-"""
-
-_SQLITE_UPSERT_PRESENCE = """
-INSERT INTO client_presence (client_id, last_seen_at, last_heartbeat)
-VALUES (:id, :received_at, :last_heartbeat)
-ON CONFLICT (client_id) DO UPDATE SET
-    last_seen_at = excluded.last_seen_at,
-    last_heartbeat = excluded.last_heartbeat
-WHERE client_presence.last_seen_at <= excluded.last_seen_at
 """
 
 _SQLITE_INSERT_HEARTBEATS = """
@@ -224,17 +207,6 @@ def store_batch_sqlite(
         pending: dict[uuid.UUID, int] = {}
         if accepted:
             db.executemany(
-                _SQLITE_UPSERT_PRESENCE,
-                [
-                    {
-                        "id": codec.to_id(row.client_id),
-                        "received_at": codec.to_time(row.received_at),
-                        "last_heartbeat": row.last_heartbeat_json,
-                    }
-                    for row in _latest_per_client(accepted)
-                ],
-            )
-            db.executemany(
                 _SQLITE_INSERT_HEARTBEATS,
                 [
                     (
@@ -259,12 +231,3 @@ def store_batch_sqlite(
         Verdict(owners.get(row.token_hash), pending.get(row.client_id, 0))
         for row in rows
     ]
-
-
-def _latest_per_client(rows: Sequence[HeartbeatRow]) -> list[HeartbeatRow]:
-    latest: dict[uuid.UUID, HeartbeatRow] = {}
-    for row in rows:
-        current = latest.get(row.client_id)
-        if current is None or row.received_at >= current.received_at:
-            latest[row.client_id] = row
-    return list(latest.values())

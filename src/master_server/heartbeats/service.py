@@ -1,11 +1,12 @@
 """Heartbeats: recorded through the group-commit writer, read back as status.
 
 A heartbeat never opens a session of its own. The request is checked and
-queued; the writer authenticates a whole batch of them at once, upserts the
-clients' presence and appends the history with multi-row statements, counts the pending
-commands of the batch's clients, commits, and only then answers. PostgreSQL
-does all of it in one statement (see the repository), SQLite in one function
-on its driver's thread.
+queued; the writer authenticates a whole batch of them at once, appends them
+to the history with one multi-row statement, counts the pending commands of
+the batch's clients, commits, and only then answers. PostgreSQL does all of
+it in one statement (see the repository), SQLite in one function on its
+driver's thread. A client's presence is its newest heartbeat, read back from
+the history.
 """
 
 import uuid
@@ -67,20 +68,13 @@ async def record_heartbeat(
     Raises InvalidToken for a token no client holds, ClientNotFound when the
     token is another client's, and WriteFailed when the batch did not commit.
     """
-    received_at = utcnow()
-    last_heartbeat = {
-        "uptime_s": uptime_s,
-        "metrics": metrics,
-        "received_at": received_at.isoformat().replace("+00:00", "Z"),
-    }
     return await writer.submit(
         HeartbeatRow(
             client_id=client_id,
             token_hash=token_hash,
             uptime_s=uptime_s,
             metrics_json=None if metrics is None else dumps_document(metrics),
-            last_heartbeat_json=dumps_document(last_heartbeat),
-            received_at=received_at,
+            received_at=utcnow(),
         )
     )
 
@@ -94,9 +88,9 @@ async def write_heartbeats(
     """Authenticate and store a batch in one transaction of its own.
 
     One outcome per row, in order. A refused row changes nothing; the rest
-    are stored. A client's `last_seen_at` only ever moves forward. `held` is
-    the writer's own PostgreSQL connection; without it one is taken from the
-    pool.
+    are stored. A client's `last_seen_at`, the newest of its history, only
+    ever moves forward. `held` is the writer's own PostgreSQL connection;
+    without it one is taken from the pool.
     """
     verdicts = await store_batch(
         engine,
@@ -163,7 +157,12 @@ async def get_status(
     row = await repository.client_status_row(db, client_id)
     if row is None:
         raise ClientNotFound
-    registered_at, last_seen_at, last_heartbeat = row
+    registered_at, last_seen_at, uptime_s, metrics = row
+    last_heartbeat = (
+        None
+        if last_seen_at is None
+        else {"uptime_s": uptime_s, "metrics": metrics, "received_at": last_seen_at}
+    )
     pending = await repository.count_pending_commands(db, [client_id])
 
     return ClientStatusReport(

@@ -2,7 +2,6 @@
 
 from master_server.models.base import Base
 from master_server.models.client import Client
-from master_server.models.client_presence import ClientPresence
 from master_server.models.command import Command, CommandStatus
 from master_server.models.event import Event, EventLevel
 from master_server.models.heartbeat import Heartbeat
@@ -13,7 +12,6 @@ from master_server.models.user_client import UserClient
 __all__ = [
     "Base",
     "Client",
-    "ClientPresence",
     "Command",
     "CommandStatus",
     "Event",

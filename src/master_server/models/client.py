@@ -15,8 +15,8 @@ class Client(UUIDPrimaryKey, CreatedAt, Base):
     """A managed device.
 
     Its presence (`unregistered`, `online`, `offline`) is not stored: it is
-    derived from `registered_at` and its `ClientPresence.last_seen_at` against
-    the server's clock, in `master_server.clients.presence`.
+    derived from `registered_at` and its latest heartbeat's time against the
+    server's clock, in `master_server.clients.presence`.
     """
 
     __tablename__ = "clients"

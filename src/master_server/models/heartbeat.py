@@ -15,10 +15,18 @@ from master_server.models.base import (
 
 
 class Heartbeat(Base):
-    """One heartbeat in a client's history; the latest is also in client_presence."""
+    """One heartbeat in a client's history.
+
+    The history is also the client's presence: its `last_seen_at` is the
+    newest `created_at` here, and its `last_heartbeat` that row, both found
+    through the (client_id, created_at) index. A heartbeat is then one row
+    appended, with nothing rewritten in place.
+    """
 
     __tablename__ = "heartbeats"
-    __table_args__ = (Index("ix_heartbeats_client_id_seq", "client_id", "seq"),)
+    __table_args__ = (
+        Index("ix_heartbeats_client_id_created_at", "client_id", "created_at"),
+    )
 
     seq: Mapped[int] = mapped_column(SequenceKey, primary_key=True, autoincrement=True)
     client_id: Mapped[uuid.UUID] = mapped_column(
