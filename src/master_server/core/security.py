@@ -30,11 +30,14 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+# Every prefix is four characters, so a token's kind is one dictionary lookup.
+_PREFIX_LENGTH = 4
+_KINDS_BY_PREFIX = {kind.value: kind for kind in TokenKind}
+assert all(len(prefix) == _PREFIX_LENGTH for prefix in _KINDS_BY_PREFIX)
+
+
 def token_kind(token: str) -> TokenKind | None:
-    for kind in TokenKind:
-        if token.startswith(kind.value):
-            return kind
-    return None
+    return _KINDS_BY_PREFIX.get(token[:_PREFIX_LENGTH])
 
 
 def hashes_match(a: str, b: str) -> bool:

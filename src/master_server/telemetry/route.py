@@ -36,7 +36,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import TypeAdapter, ValidationError
 
-from master_server.auth.dependencies import Credentials, bearer_scheme
+from master_server.auth.dependencies import Credentials
 from master_server.auth.errors import InvalidToken, WrongTokenKind
 from master_server.clients.errors import ClientNotFound
 from master_server.core.batching import WriteFailed, WriterOverloaded, WriterStopped
@@ -58,12 +58,30 @@ async def client_token_hash(credentials: Credentials) -> str:
     The write's batch looks the hash up with the rest of the batch; here only
     its presence and kind are checked.
     """
-    if credentials is None or not credentials.credentials:
+    token = None if credentials is None else credentials.credentials
+    return hash_of_client_token(token)
+
+
+def hash_of_client_token(token: str | None) -> str:
+    """`client_token_hash` for a bearer token already read from the request."""
+    if not token:
         raise NotAuthenticated("missing bearer token")
-    token = credentials.credentials
     if token_kind(token) is not TokenKind.CLIENT:
         raise WrongTokenKind("this endpoint needs a client token")
     return hash_token(token)
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer` header, read as FastAPI's
+    `HTTPBearer` reads it (any case of "bearer", surrounding blanks trimmed);
+    None when there is no such header."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if not scheme or not token or scheme.lower() != "bearer":
+        return None
+    return token
 
 
 ClientTokenHash = Annotated[str, Depends(client_token_hash)]
@@ -146,8 +164,8 @@ class DeviceWriteRoute(APIRoute):
             received = _decode(raw, request.headers.get("content-type"))
             arguments: dict[str, Any] = {}
             if shape.wants_token:
-                arguments["token_hash"] = await client_token_hash(
-                    await bearer_scheme(request)
+                arguments["token_hash"] = hash_of_client_token(
+                    bearer_token(request.headers.get("authorization"))
                 )
             if shape.wants_request:
                 arguments["request"] = request
