@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from master_server.auth.errors import InvalidToken
 from master_server.clients.errors import ClientNotFound
-from master_server.core.batching import SqliteCodec
+from master_server.core.batching import SqliteCodec, driver_connection
 from master_server.core.config import Settings
 from master_server.core.db import Database, create_engine
 from master_server.core.security import hash_token
@@ -362,7 +362,9 @@ async def newer_heartbeat_in_flight(
     """Another worker's transaction: it stored a newer heartbeat, not committed."""
     if not database.is_sqlite:
         async with database.engine.begin() as conn:
-            await heartbeat_repository.store_batch(conn, [item(device, received_at, 2)])
+            await heartbeat_repository.store_batch(
+                await driver_connection(conn), [item(device, received_at, 2)]
+            )
             yield
         return
 

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, select, text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy import ColumnElement, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from master_server.core.batching import SqliteCodec
+from master_server.core.batching import PgConnection, SqliteCodec
 from master_server.core.deps import Page
 from master_server.heartbeats.repository import token_owners_sqlite
 from master_server.models import Event, EventLevel
@@ -32,17 +32,13 @@ class EventRow:
     created_at: datetime
 
 
-_POSTGRESQL_STORE = text(
-    """
+# $1 ids, $2 client ids, $3 token hashes, $4 levels, $5 messages, $6 data,
+# $7 times of receipt.
+_POSTGRESQL_STORE = """
 WITH batch AS (
     SELECT * FROM unnest(
-        CAST(:ids AS uuid[]),
-        CAST(:client_ids AS uuid[]),
-        CAST(:token_hashes AS text[]),
-        CAST(:levels AS text[]),
-        CAST(:messages AS text[]),
-        CAST(:datas AS text[]),
-        CAST(:created_ats AS timestamptz[])
+        $1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+        $7::timestamptz[]
     ) WITH ORDINALITY AS b(
         id, client_id, token_hash, level, message, data, created_at, ordinal
     )
@@ -50,7 +46,7 @@ WITH batch AS (
 owners AS (
     -- A key-share lock: no client can be deleted before the batch commits.
     SELECT id, token_hash FROM clients
-    WHERE token_hash = ANY(CAST(:token_hashes AS text[]))
+    WHERE token_hash = ANY($3::text[])
     FOR KEY SHARE
 ),
 stored AS (
@@ -66,29 +62,26 @@ FROM batch b
 LEFT JOIN owners o ON o.token_hash = b.token_hash
 ORDER BY b.ordinal
 """
-)
 
 
 async def store_batch(
-    conn: AsyncConnection, rows: Sequence[EventRow]
+    db: PgConnection, rows: Sequence[EventRow]
 ) -> list[uuid.UUID | None]:
     """Store the rows whose token is their client's, on PostgreSQL.
 
     Returns, per row and in order, the client holding its token, if any.
     """
-    result = await conn.execute(
+    records = await db.fetch(
         _POSTGRESQL_STORE,
-        {
-            "ids": [row.id for row in rows],
-            "client_ids": [row.client_id for row in rows],
-            "token_hashes": [row.token_hash for row in rows],
-            "levels": [row.level for row in rows],
-            "messages": [row.message for row in rows],
-            "datas": [row.data_json for row in rows],
-            "created_ats": [row.created_at for row in rows],
-        },
+        [row.id for row in rows],
+        [row.client_id for row in rows],
+        [row.token_hash for row in rows],
+        [row.level for row in rows],
+        [row.message for row in rows],
+        [row.data_json for row in rows],
+        [row.created_at for row in rows],
     )
-    return [owner_id for (owner_id,) in result]
+    return [owner_id for (owner_id,) in records]
 
 
 _SQLITE_INSERT = """

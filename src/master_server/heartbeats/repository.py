@@ -4,12 +4,13 @@ A heartbeat is one row appended to the client's history; its presence
 (`last_seen_at`, `last_heartbeat`) is read back from the newest row, so
 nothing is rewritten in place.
 
-On PostgreSQL a whole batch is one statement: its arrays are unnested into
-rows, the clients behind the tokens are share-locked, the history is
-appended by a data-modifying CTE, and the pending commands are counted, all
-in one round trip. One statement is also one transaction, so the writer runs
-it in autocommit and needs no BEGIN or COMMIT either. Its text is the same
-whatever the batch size, so asyncpg prepares it once.
+On PostgreSQL a whole batch is one statement, run on asyncpg (see
+`core.batching`): its arrays are unnested into rows, the clients behind the
+tokens are share-locked, the history is appended by a data-modifying CTE, and
+the pending commands are counted, all in one round trip. One statement is
+also one transaction, so the writer runs it in autocommit and needs no BEGIN
+or COMMIT either. Its text is the same whatever the batch size, so asyncpg
+prepares it once.
 
 On SQLite the whole batch runs as one function on the driver's thread (see
 `core.batching.run_in_sqlite_thread`), with plain SQL on sqlite3: there an
@@ -24,10 +25,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, func, select, text, true
+from sqlalchemy import Row, func, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from master_server.core.batching import SqliteCodec
+from master_server.core.batching import PgConnection, SqliteCodec
 from master_server.models import Client, Command, CommandStatus, Heartbeat
 
 PENDING = CommandStatus.PENDING.value
@@ -52,15 +53,11 @@ class Verdict:
     pending_commands: int
 
 
-_POSTGRESQL_STORE = text(
-    f"""
+# $1 client ids, $2 token hashes, $3 times of receipt, $4 uptimes, $5 metrics.
+_POSTGRESQL_STORE = f"""
 WITH batch AS (
     SELECT * FROM unnest(
-        CAST(:client_ids AS uuid[]),
-        CAST(:token_hashes AS text[]),
-        CAST(:received_ats AS timestamptz[]),
-        CAST(:uptimes AS float8[]),
-        CAST(:metrics AS text[])
+        $1::uuid[], $2::text[], $3::timestamptz[], $4::float8[], $5::text[]
     ) WITH ORDINALITY
         AS b(client_id, token_hash, received_at, uptime_s, metrics, ordinal)
 ),
@@ -68,7 +65,7 @@ owners AS (
     -- A key-share lock: no client can be deleted, nor its token replaced,
     -- before the batch commits.
     SELECT id, token_hash FROM clients
-    WHERE token_hash = ANY(CAST(:token_hashes AS text[]))
+    WHERE token_hash = ANY($2::text[])
     FOR KEY SHARE
 ),
 accepted AS (
@@ -92,28 +89,23 @@ LEFT JOIN owners o ON o.token_hash = b.token_hash
 LEFT JOIN pending p ON p.client_id = b.client_id
 ORDER BY b.ordinal
 """
-)
 
 
-async def store_batch(
-    conn: AsyncConnection, rows: Sequence[HeartbeatRow]
-) -> list[Verdict]:
+async def store_batch(db: PgConnection, rows: Sequence[HeartbeatRow]) -> list[Verdict]:
     """Authenticate and store a batch on PostgreSQL; one verdict per row, in order.
 
     A row is stored, in the client's history, when its token belongs to its
     client.
     """
-    result = await conn.execute(
+    records = await db.fetch(
         _POSTGRESQL_STORE,
-        {
-            "client_ids": [row.client_id for row in rows],
-            "token_hashes": [row.token_hash for row in rows],
-            "received_ats": [row.received_at for row in rows],
-            "uptimes": [row.uptime_s for row in rows],
-            "metrics": [row.metrics_json for row in rows],
-        },
+        [row.client_id for row in rows],
+        [row.token_hash for row in rows],
+        [row.received_at for row in rows],
+        [row.uptime_s for row in rows],
+        [row.metrics_json for row in rows],
     )
-    return [Verdict(owner_id, pending) for owner_id, pending in result]
+    return [Verdict(owner_id, pending) for owner_id, pending in records]
 
 
 async def count_pending_commands(
