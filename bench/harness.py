@@ -67,6 +67,7 @@ class Plan:
     db: str
     clients: int
     duration_seconds: int
+    slices: int
     warmup_seconds: int
     connections: int
     threads: int
@@ -92,9 +93,18 @@ def parse_args(argv: list[str]) -> Plan:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smaller numbers: 10000 clients, 5 s runs; under 3 minutes",
+        help="smaller numbers: 10000 clients, 6 s per measurement; under 3 minutes",
     )
-    parser.add_argument("--duration", type=int, help="seconds per wrk run (20)")
+    parser.add_argument(
+        "--duration",
+        type=int,
+        help="seconds of wrk per measurement, over all its slices (20; quick 6)",
+    )
+    parser.add_argument(
+        "--slices",
+        type=int,
+        help="baseline and heartbeats take turns this many times (4; quick 2)",
+    )
     parser.add_argument("--connections", type=int, default=64, help="wrk -c (64)")
     parser.add_argument("--threads", type=int, default=1, help="wrk -t (1)")
     parser.add_argument(
@@ -121,10 +131,15 @@ def parse_args(argv: list[str]) -> Plan:
     clients = args.clients or (10_000 if quick else 100_000)
     if clients < 100:
         parser.error("--clients must be at least 100")
+    duration = args.duration or (6 if quick else 20)
+    slices = args.slices or (2 if quick else 4)
+    if slices < 1 or duration < slices:
+        parser.error("--slices must be at least 1 and at most --duration")
     return Plan(
         db=args.db,
         clients=clients,
-        duration_seconds=args.duration or (5 if quick else 20),
+        duration_seconds=duration,
+        slices=slices,
         warmup_seconds=2 if quick else 3,
         connections=args.connections,
         threads=args.threads,
@@ -367,6 +382,10 @@ class Row:
     p99_ms: float | None = None
     errors: int = 0
     note: str = ""
+    # CPU time per request of the server's processes and of the database
+    # server's (None: not measured; SQLite runs inside the server).
+    server_us: float | None = None
+    database_us: float | None = None
 
 
 def run_wrk(
@@ -394,40 +413,185 @@ def run_wrk(
     raise SystemExit(f"wrk gave no result:\n{output.stdout}\n{output.stderr}")
 
 
-def measure_wrk(
+class CpuMeter:
+    """CPU seconds used so far by the server's processes and the database's.
+
+    The database's are every process named `postgres*` on the machine, so
+    another PostgreSQL client running meanwhile would be counted too.
+    """
+
+    def __init__(self, server: Server, *, postgresql: bool) -> None:
+        parent = psutil.Process(server.process.pid)
+        self._server = [parent, *parent.children(recursive=True)]
+        self._postgresql = postgresql
+
+    @staticmethod
+    def _seconds(processes: list[psutil.Process]) -> float:
+        total = 0.0
+        for process in processes:
+            try:
+                times = process.cpu_times()
+            except psutil.Error:  # a connection ended meanwhile
+                continue
+            total += times.user + times.system
+        return total
+
+    def read(self) -> tuple[float, float | None]:
+        database = None
+        if self._postgresql:
+            # Looked up each time: backends come and go with connections.
+            database = self._seconds(
+                [
+                    process
+                    for process in psutil.process_iter(["name"])
+                    if (process.info["name"] or "").startswith("postgres")
+                ]
+            )
+        return self._seconds(self._server), database
+
+
+@dataclass
+class Slice:
+    """One wrk run of one mode."""
+
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    server_cpu_s: float
+    database_cpu_s: float | None
+    # (percent, milliseconds): the latency under which that share of the
+    # requests was answered, from 1 % to 100 %.
+    quantiles: list[tuple[float, float]]
+
+    def share_within(self, latency_ms: float) -> float:
+        """The share of this run's requests known to take at most `latency_ms`."""
+        return max(
+            (percent / 100 for percent, ms in self.quantiles if ms <= latency_ms),
+            default=0.0,
+        )
+
+
+def merged_percentile(runs: list[Slice], percent: float) -> float:
+    """The `percent` latency (ms) of all the runs' requests taken together.
+
+    Found from each run's quantiles; it errs on the high side, by at most the
+    gap between two of a run's quantiles.
+    """
+    total = sum(run.requests for run in runs)
+    wanted = percent / 100 * total
+    candidates = sorted({ms for run in runs for _, ms in run.quantiles})
+    for latency_ms in candidates:
+        if sum(run.requests * run.share_within(latency_ms) for run in runs) >= wanted:
+            return latency_ms
+    return candidates[-1]
+
+
+def run_slice(
     plan: Plan,
     server: Server,
+    meter: CpuMeter,
     mode: str,
-    name: str,
     devices_file: Path,
-    database_url: str,
-) -> Row:
-    run_wrk(plan, server, mode, devices_file, plan.warmup_seconds)
-    before = asyncio.run(count_rows(database_url))
-    result = run_wrk(plan, server, mode, devices_file, plan.duration_seconds)
-    after = asyncio.run(count_rows(database_url))
-    table = {"heartbeat": "heartbeats", "event": "events"}.get(mode)
-    stored = after[table] - before[table] if table else 0
-    errors = sum(
-        result[key]
-        for key in (
-            "status_errors",
-            "connect_errors",
-            "read_errors",
-            "write_errors",
-            "timeouts",
-        )
-    )
-    return Row(
-        name=name,
-        rate_per_s=result["requests"] / (result["duration_us"] / 1e6),
+    seconds: int,
+) -> Slice:
+    server_before, database_before = meter.read()
+    result = run_wrk(plan, server, mode, devices_file, seconds)
+    server_after, database_after = meter.read()
+    return Slice(
+        requests=result["requests"],
+        seconds=result["duration_us"] / 1e6,
         p50_ms=result["p50_us"] / 1000,
         p99_ms=result["p99_us"] / 1000,
-        errors=errors,
-        note=f"{result['requests']} answered, {stored} stored"
-        if table
-        else f"{result['requests']} answered",
+        errors=sum(
+            result[key]
+            for key in (
+                "status_errors",
+                "connect_errors",
+                "read_errors",
+                "write_errors",
+                "timeouts",
+            )
+        ),
+        server_cpu_s=server_after - server_before,
+        database_cpu_s=None
+        if database_before is None or database_after is None
+        else database_after - database_before,
+        quantiles=[(percent, us / 1000) for percent, us in result["quantiles"]],
     )
+
+
+STORED_IN = {"heartbeat": "heartbeats", "event": "events"}
+
+
+@dataclass
+class Turns:
+    """What `measure_in_turns` found: a row per mode, and its slices."""
+
+    rows: dict[str, Row]
+    slices: dict[str, list[Slice]]
+
+
+def measure_in_turns(
+    plan: Plan,
+    server: Server,
+    modes: list[tuple[str, str]],
+    devices_file: Path,
+    database_url: str,
+) -> Turns:
+    """Each (mode, name) for `plan.duration_seconds`, the modes taking turns.
+
+    The time is cut into `plan.slices` slices and the modes alternate slice by
+    slice, so a change in the machine's speed during the run (a neighbour's
+    burst, say) falls on all of them alike instead of on whichever ran then.
+    A row adds its slices up: requests per second over all of them, and
+    latencies over all their requests together.
+    """
+    meter = CpuMeter(server, postgresql=not database_url.startswith("sqlite"))
+    for mode, _ in modes:
+        run_wrk(plan, server, mode, devices_file, plan.warmup_seconds)
+    seconds = plan.duration_seconds // plan.slices
+    before = asyncio.run(count_rows(database_url))
+    slices: dict[str, list[Slice]] = {mode: [] for mode, _ in modes}
+    for _ in range(plan.slices):
+        for mode, _ in modes:
+            slices[mode].append(
+                run_slice(plan, server, meter, mode, devices_file, seconds)
+            )
+    after = asyncio.run(count_rows(database_url))
+
+    rows = {}
+    for mode, name in modes:
+        runs = slices[mode]
+        requests = sum(run.requests for run in runs)
+        note = f"{requests} answered"
+        if mode in STORED_IN:
+            table = STORED_IN[mode]
+            note += f", {after[table] - before[table]} stored"
+        if plan.slices > 1:
+            note += f", {plan.slices} slices of {seconds} s"
+        database_cpu = [run.database_cpu_s for run in runs]
+        rows[mode] = Row(
+            name=name,
+            rate_per_s=requests / sum(run.seconds for run in runs),
+            p50_ms=statistics.median(run.p50_ms for run in runs),
+            p99_ms=max(run.p99_ms for run in runs),
+            errors=sum(run.errors for run in runs),
+            note=note,
+            server_us=1e6 * sum(run.server_cpu_s for run in runs) / requests,
+            database_us=None
+            if None in database_cpu
+            else 1e6 * sum(cpu or 0.0 for cpu in database_cpu) / requests,
+        )
+    return Turns(rows, slices)
+
+
+def slice_ratios(numerator: list[Slice], denominator: list[Slice]) -> list[float]:
+    return [
+        (top.requests / top.seconds) / (bottom.requests / bottom.seconds)
+        for top, bottom in zip(numerator, denominator, strict=True)
+    ]
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -597,13 +761,19 @@ def fmt(value: float | None, digits: int = 1) -> str:
 
 
 def print_table(rows: list[Row]) -> None:
-    header = ("measurement", "req/s", "p50 ms", "p99 ms", "errors")
-    say("{:<26} {:>10} {:>9} {:>9} {:>7}  note".format(*header))
-    say("-" * 90)
+    header = ("measurement", "req/s", "p50 ms", "p99 ms", "errors", "cpu µs/req")
+    say("{:<26} {:>10} {:>9} {:>9} {:>7}  {:<16} note".format(*header))
+    say("-" * 110)
     for row in rows:
+        if row.server_us is None:
+            cpu = "-"
+        elif row.database_us is None:
+            cpu = f"{row.server_us:,.0f}"
+        else:
+            cpu = f"{row.server_us:,.0f} + {row.database_us:,.0f} db"
         say(
             f"{row.name:<26} {fmt(row.rate_per_s, 0):>10} {fmt(row.p50_ms, 2):>9} "
-            f"{fmt(row.p99_ms, 2):>9} {row.errors:>7}  {row.note}"
+            f"{fmt(row.p99_ms, 2):>9} {row.errors:>7}  {cpu:<16} {row.note}"
         )
 
 
@@ -625,8 +795,9 @@ def main(argv: list[str]) -> int:
             say(f"bench: {machine()}")
             say(
                 f"bench: {version}, {plan.clients:,} clients seeded in "
-                f"{seconds:.1f} s; wrk -t{plan.threads} -c{plan.connections} "
-                f"-d{plan.duration_seconds}s; server log level {plan.log_level}"
+                f"{seconds:.1f} s; wrk -t{plan.threads} -c{plan.connections}, "
+                f"{plan.duration_seconds} s per measurement; "
+                f"server log level {plan.log_level}"
             )
 
             with running_server(plan, database_url, workdir) as server:
@@ -635,33 +806,43 @@ def main(argv: list[str]) -> int:
                 workers = worker_count(settings_for(database_url, plan.workers))
                 say(f"bench: master-server with {workers} worker process(es)")
 
-                # The baseline runs before and after the heartbeats and the
-                # ratio takes their mean, so a neighbour's burst of CPU skews
-                # it less.
-                def run(mode: str, name: str) -> Row:
-                    return measure_wrk(
-                        plan, server, mode, name, devices_file, database_url
-                    )
-
-                baseline = run("baseline", "baseline (no database)")
-                heartbeats = run("heartbeat", "heartbeats")
-                baseline_after = run("baseline", "baseline, again")
-                events = run("event", "events")
+                # The baseline and the heartbeats take turns, so that the
+                # ratio compares them under the same conditions.
+                turns = measure_in_turns(
+                    plan,
+                    server,
+                    [
+                        ("baseline", "baseline (no database)"),
+                        ("heartbeat", "heartbeats"),
+                    ],
+                    devices_file,
+                    database_url,
+                )
+                baseline, heartbeats = turns.rows["baseline"], turns.rows["heartbeat"]
+                events = measure_in_turns(
+                    plan, server, [("event", "events")], devices_file, database_url
+                ).rows["event"]
                 receipt, ack = asyncio.run(
                     measure_command_round_trip(plan, server, admin, devices_file)
                 )
                 pages = asyncio.run(measure_client_pages(plan, server, admin))
                 peak_rss = server.peak_rss_bytes
 
-            rows = [baseline, heartbeats, baseline_after, events, receipt, ack, pages]
+            rows = [baseline, heartbeats, events, receipt, ack, pages]
             say()
             print_table(rows)
             say()
             say(f"server peak RSS (all processes): {peak_rss / 2**20:,.0f} MiB")
             say(f"total time: {time.monotonic() - started:.0f} s")
-            rates = (baseline.rate_per_s, baseline_after.rate_per_s)
-            assert all(rates) and heartbeats.rate_per_s and heartbeats.p99_ms
-            ratio = heartbeats.rate_per_s / statistics.mean(r or 0 for r in rates)
+            assert baseline.rate_per_s and heartbeats.rate_per_s and heartbeats.p99_ms
+            ratio = heartbeats.rate_per_s / baseline.rate_per_s
+            per_slice = slice_ratios(
+                turns.slices["heartbeat"], turns.slices["baseline"]
+            )
+            say(
+                "heartbeats ÷ baseline, slice by slice: "
+                + ", ".join(f"{r:.2f}" for r in per_slice)
+            )
             say(
                 f"bench: heartbeat_ratio={ratio:.2f} "
                 f"heartbeats_per_s={heartbeats.rate_per_s:.0f} "

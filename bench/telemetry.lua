@@ -73,13 +73,26 @@ function request()
   return wrk.format("POST", path, headers, body)
 end
 
+-- The latency distribution goes out as quantiles (percent, microseconds), so
+-- that bench/run can merge the distributions of several runs.
+local QUANTILES = {}
+for p = 1, 99 do QUANTILES[#QUANTILES + 1] = p end
+for p = 99.1, 99.95, 0.1 do QUANTILES[#QUANTILES + 1] = p end
+QUANTILES[#QUANTILES + 1] = 99.99
+
 function done(summary, latency, requests)
   local e = summary.errors
+  local quantiles = {}
+  for _, p in ipairs(QUANTILES) do
+    quantiles[#quantiles + 1] = string.format("[%g, %d]", p, latency:percentile(p))
+  end
+  quantiles[#quantiles + 1] = string.format("[100, %d]", latency.max)
   io.write(string.format(
     'BENCH_JSON {"requests": %d, "duration_us": %d, "status_errors": %d, '
       .. '"connect_errors": %d, "read_errors": %d, "write_errors": %d, '
-      .. '"timeouts": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d}\n',
+      .. '"timeouts": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d, '
+      .. '"quantiles": [%s]}\n',
     summary.requests, summary.duration, e.status, e.connect, e.read, e.write,
     e.timeout, latency:percentile(50), latency:percentile(90),
-    latency:percentile(99), latency.max))
+    latency:percentile(99), latency.max, table.concat(quantiles, ", ")))
 end
