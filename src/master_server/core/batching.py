@@ -383,6 +383,13 @@ class HeldConnection:
     is one statement is also one transaction, so autocommit needs no BEGIN
     or COMMIT. After a failed batch the connection is dropped, in case it is
     the connection that failed, and the next batch opens a new one.
+
+    The connection plans its statements once (`plan_cache_mode`). Left to
+    choose, PostgreSQL goes by its estimates: with 100,000 clients it kept
+    the one plan, but with 20,000 it planned every batch anew for its
+    values, and a batch of 16 heartbeats cost it 800 µs of CPU instead of
+    540. A batch's plan does not depend on its values. Having that setting,
+    the connection is closed at the end, never handed back to the pool.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -395,10 +402,13 @@ class HeldConnection:
         if self._driver is None:
             conn = await self._engine.connect()
             self._conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            self._driver = await driver_connection(self._conn)
+            driver = await driver_connection(self._conn)
+            await driver.execute("SET plan_cache_mode = force_generic_plan")
+            self._driver = driver
         return self._driver
 
     async def discard(self) -> None:
+        """Close the connection for good; the next batch opens another."""
         conn, self._conn, self._driver = self._conn, None, None
         if conn is not None:
             try:
@@ -410,9 +420,7 @@ class HeldConnection:
                 )
 
     async def close(self) -> None:
-        conn, self._conn, self._driver = self._conn, None, None
-        if conn is not None:
-            await conn.close()
+        await self.discard()
 
 
 RowT = TypeVar("RowT")
