@@ -61,6 +61,31 @@ async def test_items_arriving_during_a_write_form_the_next_batch() -> None:
     assert recorder.batches == [[1], [2, 3, 4]]
 
 
+async def submit_a_turn_later(writer: BatchWriter[int, int], item: int) -> int:
+    """An item whose request is parsed on the event loop's next turn."""
+    await asyncio.sleep(0)
+    return await writer.submit(item)
+
+
+@pytest.mark.parametrize(
+    ("settle_turns", "batches"), [(0, [[1], [2, 3]]), (2, [[1, 2, 3]])]
+)
+async def test_items_a_loop_turn_behind_join_the_batch_when_the_writer_settles(
+    settle_turns: int, batches: list[list[int]]
+) -> None:
+    recorder = Recorder()
+
+    async with BatchWriter("test", recorder, settle_turns=settle_turns) as writer:
+        results = await asyncio.gather(
+            writer.submit(1),
+            submit_a_turn_later(writer, 2),
+            submit_a_turn_later(writer, 3),
+        )
+
+    assert list(results) == [10, 20, 30]
+    assert recorder.batches == batches
+
+
 async def test_a_batch_never_exceeds_the_maximum_size() -> None:
     recorder = Recorder()
 
@@ -216,7 +241,8 @@ async def test_two_writer_tasks_write_two_batches_at_once() -> None:
         elapsed = asyncio.get_running_loop().time() - started
 
     assert results == [0, 10, 20, 30]
-    assert sorted(map(sorted, recorder.batches)) == [[0, 1], [2, 3]]
+    assert [len(batch) for batch in recorder.batches] == [2, 2]
+    assert sorted(n for batch in recorder.batches for n in batch) == [0, 1, 2, 3]
     assert elapsed < 0.09  # side by side, not one after the other
 
 

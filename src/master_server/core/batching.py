@@ -16,9 +16,15 @@ devices retry.
 
 Under load the batching needs no timer: while one batch is being written the
 next one fills up, so batches grow with the load and the number of commits
-stays bounded by the database's speed, not by the request rate. A fixed wait
-for company (`max_delay_seconds`) is available, but measured only to lower
-throughput, so the writers here do not use it.
+stays bounded by the database's speed, not by the request rate. Before it
+takes a batch, the writer lets the event loop go round twice
+(`settle_turns`): requests whose bytes have already arrived are parsed and
+join this batch instead of waiting a whole round trip for the next one. That
+costs no time when nothing else is ready, and in bench/run it made batches
+bigger and a heartbeat cheaper (CPU per heartbeat 390 → 363 µs on
+PostgreSQL, 524 → 432 µs on SQLite). A fixed wait for company
+(`max_delay_seconds`) is available, but measured only to lower throughput,
+so the writers here do not use it.
 
 On SQLite a batch is best written by one function on the driver's own thread
 (`run_in_sqlite_thread`): aiosqlite hands every call to that thread and back,
@@ -107,7 +113,8 @@ class BatchWriter(Generic[ItemT, ResultT]):
     """Writes submitted items in batches, one transaction per batch.
 
     A batch holds at most `max_batch_size` items. Once it has its first item
-    it waits `max_delay_seconds` for more (0: it takes only what is queued).
+    it lets the event loop go round `settle_turns` times, then waits
+    `max_delay_seconds` for more (0: it takes only what is queued).
     `concurrency` writer tasks take batches from the one queue; PostgreSQL
     could write several at once, but one was measured to be best. A write
     taking longer than `write_timeout_seconds` fails its batch, and more than
@@ -128,16 +135,21 @@ class BatchWriter(Generic[ItemT, ResultT]):
         # previous batch was written. In bench/run any fixed wait lowered
         # throughput.
         max_delay_seconds: float = 0.0,
+        settle_turns: int = 2,
         max_queue_size: int = 20_000,
         write_timeout_seconds: float = 15.0,
         concurrency: int = 1,
         on_stop: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        if max_batch_size < 1 or concurrency < 1:
-            raise ValueError("max_batch_size and concurrency must be at least 1")
+        if max_batch_size < 1 or concurrency < 1 or settle_turns < 0:
+            raise ValueError(
+                "max_batch_size and concurrency must be at least 1, "
+                "settle_turns at least 0"
+            )
         self.name = name
         self.max_batch_size = max_batch_size
         self.max_delay_seconds = max_delay_seconds
+        self.settle_turns = settle_turns
         self.max_queue_size = max_queue_size
         self.write_timeout_seconds = write_timeout_seconds
         self.concurrency = concurrency
@@ -229,6 +241,9 @@ class BatchWriter(Generic[ItemT, ResultT]):
         """The batch that starts with `first`, and whether a stop came after it."""
         assert isinstance(first, _Pending)
         batch: list[_Pending[ItemT, ResultT]] = [first]
+        for _ in range(self.settle_turns):
+            # Let requests already read from their sockets reach the queue.
+            await asyncio.sleep(0)
         is_last = self._take_queued(batch)
         if (
             not is_last
