@@ -361,11 +361,14 @@ async def newer_heartbeat_in_flight(
 ) -> AsyncIterator[None]:
     """Another worker's transaction: it stored a newer heartbeat, not committed."""
     if not database.is_sqlite:
-        async with database.engine.begin() as conn:
-            await heartbeat_repository.store_batch(
-                await driver_connection(conn), [item(device, received_at, 2)]
-            )
-            yield
+        async with database.engine.connect() as conn:
+            autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            driver = await driver_connection(autocommit)
+            async with driver.transaction():
+                await heartbeat_repository.store_batch(
+                    driver, [item(device, received_at, 2)]
+                )
+                yield
         return
 
     # Another process on the same SQLite file holds the write lock.
@@ -405,6 +408,28 @@ async def test_an_older_heartbeat_waiting_on_a_newer_one_never_moves_last_seen_a
     assert isinstance(outcomes[0], HeartbeatRecorded)
     assert await last_seen(database, device.id) == newer
     assert 1.0 in await stored_uptimes(database, device.id)
+
+
+async def test_a_client_deleted_while_its_batch_is_stored_goes_with_all_of_it(
+    device: Device, database: Database, settings: Settings
+) -> None:
+    async def delete_the_client() -> None:
+        async with database.engine.begin() as conn:
+            await conn.execute(delete(Client).where(Client.id == device.id))
+
+    async with newer_heartbeat_in_flight(database, settings, device, utcnow()):
+        deleting = asyncio.create_task(delete_the_client())
+        await asyncio.sleep(0.2)
+        # Behind the batch's lock on the client (PostgreSQL) or the write
+        # lock (SQLite): the history cannot gain a row for a deleted client.
+        assert not deleting.done()
+    await deleting
+
+    assert await stored_uptimes(database, device.id) == []
+    async with database.engine.connect() as conn:
+        assert (
+            await conn.scalar(select(Client.id).where(Client.id == device.id)) is None
+        )
 
 
 async def test_a_client_deleted_before_its_batch_is_refused_alone(

@@ -379,9 +379,12 @@ PgConnection = asyncpg.Connection
 
 
 async def driver_connection(conn: AsyncConnection) -> PgConnection:
-    """The asyncpg connection behind `conn`, inside whatever transaction it has.
+    """The asyncpg connection behind `conn`.
 
     `conn` stays checked out meanwhile, so nothing else uses the connection.
+    SQLAlchemy begins its transactions on the driver lazily, at its own first
+    statement, so statements run here are outside of them: give it an
+    AUTOCOMMIT `conn`, and open a transaction on the driver if one is needed.
     """
     raw = await conn.get_raw_connection()
     driver = raw.driver_connection
@@ -453,9 +456,9 @@ async def store_batch(
     """Run a batch's statements on the engine's database, in a transaction of its own.
 
     SQLite: `sqlite` runs on the driver's thread and manages its transaction.
-    PostgreSQL: `postgresql` runs on the asyncpg connection of `held`
-    (autocommit, so it must be one statement; the connection is dropped after
-    a failure), or without it in a transaction on a pooled connection.
+    PostgreSQL: `postgresql` runs in autocommit, so it must be one statement,
+    on the asyncpg connection of `held` (dropped after a failure) or, without
+    it, of a pooled connection.
     """
     if engine.dialect.name == "sqlite":
         codec = SqliteCodec.of(engine.dialect)
@@ -467,5 +470,6 @@ async def store_batch(
         except Exception:
             await held.discard()
             raise
-    async with engine.begin() as conn:
-        return await postgresql(await driver_connection(conn), rows)
+    async with engine.connect() as conn:
+        autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        return await postgresql(await driver_connection(autocommit), rows)
