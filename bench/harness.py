@@ -49,6 +49,10 @@ BIN_DIR = Path(sys.executable).parent
 LUA_SCRIPT = BENCH_DIR / "telemetry.lua"
 ADMIN_USERNAME = "bench-admin"
 ADMIN_PASSWORD = "bench-admin-password"
+# The command round trip's commands come from a plain user, as an operator's
+# would, checked against the devices assigned to them.
+USER_USERNAME = "bench-operator"
+USER_PASSWORD = "bench-operator-password"
 SEED_CHUNK = 5_000
 # The agent's own default: the command round trip is measured against it.
 AGENT_POLL_INTERVAL_SECONDS: float = AgentConfig.model_fields["poll_interval"].default
@@ -361,14 +365,46 @@ def bootstrap_admin(server: Server, workdir: Path) -> None:
     )
 
 
-def login(server: Server) -> dict[str, str]:
+def login(server: Server, username: str, password: str) -> dict[str, str]:
     response = httpx.post(
         f"{server.url}/auth/login",
-        json={"username": ADMIN_USERNAME, "password": ADMIN_PASSWORD},
+        json={"username": username, "password": password},
         timeout=30,
     )
     response.raise_for_status()
     return {"Authorization": f"Bearer {response.json()['token']}"}
+
+
+def command_devices(plan: Plan, devices_file: Path) -> list[tuple[str, dict[str, str]]]:
+    """The first devices of the list, with their token headers."""
+    devices = []
+    with devices_file.open() as lines:
+        for line in lines:
+            client_id, token = line.split()
+            devices.append((client_id, {"Authorization": f"Bearer {token}"}))
+            if len(devices) == plan.command_devices:
+                break
+    return devices
+
+
+def operator_for(
+    server: Server, admin: dict[str, str], client_ids: list[str]
+) -> dict[str, str]:
+    """A plain user, assigned `client_ids` by the admin, logged in."""
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        created = http.post(
+            "/users",
+            json={"username": USER_USERNAME, "password": USER_PASSWORD, "role": "user"},
+            headers=admin,
+        )
+        created.raise_for_status()
+        for client_id in client_ids:
+            http.post(
+                f"/clients/{client_id}/assign",
+                json={"user_id": created.json()["id"]},
+                headers=admin,
+            ).raise_for_status()
+    return login(server, USER_USERNAME, USER_PASSWORD)
 
 
 # ---------------------------------------------------------------- measurements
@@ -609,22 +645,19 @@ class RoundTrips:
 
 
 async def measure_command_round_trip(
-    plan: Plan, server: Server, admin: dict[str, str], devices_file: Path
+    plan: Plan,
+    server: Server,
+    operator: dict[str, str],
+    devices: list[tuple[str, dict[str, str]]],
 ) -> tuple[Row, Row]:
     """Commands from a user to devices that poll every AGENT_POLL_INTERVAL_SECONDS.
 
     Each device polls on its own phase, the way many agents would; commands
-    are created at a steady pace among them. Latencies are measured from the
-    creating request's answer to the poll that delivers the command, and to
-    the answer of the device's ack.
+    are created by `operator` (a plain user the devices are assigned to) at a
+    steady pace among them. Latencies are measured from the creating
+    request's answer to the poll that delivers the command, and to the
+    answer of the device's ack.
     """
-    devices = []
-    with devices_file.open() as lines:
-        for line in lines:
-            client_id, token = line.split()
-            devices.append((client_id, {"Authorization": f"Bearer {token}"}))
-            if len(devices) == plan.command_devices:
-                break
 
     trips = RoundTrips()
     interval = AGENT_POLL_INTERVAL_SECONDS
@@ -662,7 +695,7 @@ async def measure_command_round_trip(
                 response = await http.post(
                     f"/clients/{client_id}/commands",
                     json={"command": "ping", "payload": {"n": n}},
-                    headers=admin,
+                    headers=operator,
                 )
                 if response.status_code != 201:
                     trips.errors += 1
@@ -685,7 +718,7 @@ async def measure_command_round_trip(
         if i in trips.acked
     ]
     missing = len(trips.created) - len(to_ack)
-    note = f"{len(trips.created)} commands, poll every {interval:g} s"
+    note = f"{len(trips.created)} commands by a user, poll every {interval:g} s"
     rows = []
     for name, values in (
         ("command create→receipt", to_receipt),
@@ -802,7 +835,7 @@ def main(argv: list[str]) -> int:
 
             with running_server(plan, database_url, workdir) as server:
                 bootstrap_admin(server, workdir)
-                admin = login(server)
+                admin = login(server, ADMIN_USERNAME, ADMIN_PASSWORD)
                 workers = worker_count(settings_for(database_url, plan.workers))
                 say(f"bench: master-server with {workers} worker process(es)")
 
@@ -822,8 +855,10 @@ def main(argv: list[str]) -> int:
                 events = measure_in_turns(
                     plan, server, [("event", "events")], devices_file, database_url
                 ).rows["event"]
+                devices = command_devices(plan, devices_file)
+                operator = operator_for(server, admin, [i for i, _ in devices])
                 receipt, ack = asyncio.run(
-                    measure_command_round_trip(plan, server, admin, devices_file)
+                    measure_command_round_trip(plan, server, operator, devices)
                 )
                 pages = asyncio.run(measure_client_pages(plan, server, admin))
                 peak_rss = server.peak_rss_bytes
