@@ -97,7 +97,7 @@ def parse_args(argv: list[str]) -> Plan:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smaller numbers: 10000 clients, 6 s per measurement; under 3 minutes",
+        help="smaller numbers: 10000 clients, 6 s per measurement; about a minute",
     )
     parser.add_argument(
         "--duration",

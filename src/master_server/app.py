@@ -3,6 +3,7 @@
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import structlog
 from fastapi import FastAPI
@@ -11,7 +12,11 @@ from master_server import __version__
 from master_server.api import routers
 from master_server.core.config import Settings, get_settings
 from master_server.core.db import Database, create_engine
-from master_server.core.errors import install_error_handlers
+from master_server.core.errors import (
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    install_error_handlers,
+)
 from master_server.core.logging import configure_logging
 from master_server.core.middleware import RequestBodyMiddleware, RequestLogMiddleware
 from master_server.core.security import PasswordHashing
@@ -32,6 +37,42 @@ def settle_garbage_collector() -> None:
     """
     gc.freeze()
     gc.set_threshold(20_000, 50, 100)
+
+
+def document_body_refusals(app: FastAPI) -> None:
+    """Add the middleware's 413 and 415 to every operation that takes a body.
+
+    `RequestBodyMiddleware` refuses an oversized or non-JSON body before any
+    route sees it, so no route declares those answers itself; an operation
+    that declares a 413 of its own (the telemetry writes' tighter limit)
+    keeps it.
+    """
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                if "requestBody" not in operation:
+                    continue
+                for error in (PayloadTooLarge, UnsupportedMediaType):
+                    operation["responses"].setdefault(
+                        str(error.status_code),
+                        {
+                            "description": error.message,
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/ErrorBody"}
+                                }
+                            },
+                        },
+                    )
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(
@@ -72,6 +113,7 @@ def create_app(
     install_error_handlers(app)
     for router in routers:
         app.include_router(router)
+    document_body_refusals(app)
     # Added last, so it runs first: the request id covers everything below it.
     app.add_middleware(RequestBodyMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestLogMiddleware)

@@ -297,6 +297,28 @@ async def test_the_openapi_schema_documents_the_errors_of_auth_and_users(
     assert {"404", "409"} <= set(paths["/users/{user_id}"]["delete"]["responses"])
 
 
+async def test_every_operation_documents_the_error_shapes_it_can_answer(
+    client: httpx.AsyncClient,
+) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    operations = [
+        (f"{method.upper()} {path}", operation)
+        for path, methods in schema["paths"].items()
+        for method, operation in methods.items()
+    ]
+
+    # FastAPI's own {"detail": [...]} 422 is never what the server answers.
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+    for name, operation in operations:
+        responses = operation["responses"]
+        if "422" in responses:
+            assert "ValidationErrorBody" in str(responses["422"]), name
+        # The body middleware's refusals, wherever a body is taken.
+        if "requestBody" in operation:
+            assert {"413", "415"} <= set(responses), name
+            assert "ErrorBody" in str(responses["415"]), name
+
+
 @pytest.mark.parametrize(
     "body",
     [

@@ -17,6 +17,7 @@ from master_server.auth.schemas import (
 )
 from master_server.core.deps import DbSession, HashingDep, SettingsDep
 from master_server.core.errors import (
+    VALIDATION_RESPONSES,
     DatabaseBusy,
     DatabaseUnavailable,
     ErrorBody,
@@ -27,7 +28,10 @@ from master_server.users.schemas import UserRead
 router = APIRouter(
     prefix="/auth",
     tags=["auth"],
-    responses=error_responses(DatabaseUnavailable, DatabaseBusy),
+    responses={
+        **error_responses(DatabaseUnavailable, DatabaseBusy),
+        **VALIDATION_RESPONSES,
+    },
 )
 
 

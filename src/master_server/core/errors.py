@@ -128,14 +128,19 @@ VALIDATION_RESPONSES: dict[int | str, Any] = {
 
 
 def error_responses(*errors: type[MasterServerError]) -> dict[int | str, Any]:
-    """OpenAPI `responses=` for the errors an endpoint can raise."""
+    """OpenAPI `responses=` for the errors an endpoint can raise.
+
+    Each status lists the `code` of every error behind it with its message,
+    so a client can tell, say, a 503 to retry from the others.
+    """
     responses: dict[int | str, Any] = {}
     for error in errors:
+        line = f"`{error.code}`: {error.message}"
         entry = responses.setdefault(
-            error.status_code, {"model": ErrorBody, "description": error.message}
+            error.status_code, {"model": ErrorBody, "description": line}
         )
-        if error.message not in entry["description"]:
-            entry["description"] += f"; {error.message}"
+        if line not in entry["description"]:
+            entry["description"] += f"; {line}"
     return responses
 
 

@@ -58,9 +58,11 @@ async def record_heartbeat(
 ) -> HeartbeatAck:
     """Report that the client is alive (its own token); answered once stored.
 
-    Sets `last_seen_at` to the server's time of receipt, keeps the heartbeat as
-    the client's `last_heartbeat` and in its history. A body over 64 KiB is a
-    413. A 503 means nothing was stored: send it again. The body may be left
+    The heartbeat joins the client's history, stamped with the server's time
+    of receipt (`server_time`). The client's `last_seen_at` and
+    `last_heartbeat` are its newest heartbeat, so this one becomes them unless
+    a newer one was stored first (two requests racing). A body over 64 KiB is
+    a 413. A 503 means nothing was stored: send it again. The body may be left
     out, which is the same as `{}`.
     """
     body = body or HeartbeatCreate()
@@ -81,7 +83,14 @@ async def record_heartbeat(
 async def get_client_status(
     client_id: uuid.UUID, caller: CurrentUser, db: DbSession, settings: SettingsDep
 ) -> ClientStatusRead:
-    """The client's presence and latest heartbeat (admin or assigned user)."""
+    """The client's presence and latest heartbeat (admin or assigned user).
+
+    `status` is `unregistered` until a device registers with the client's
+    provision key, then `online` while its newest heartbeat is at most
+    `MASTER_HEARTBEAT_TIMEOUT` seconds old (90 by default) by the server's
+    clock, and `offline` otherwise, including before its first heartbeat.
+    `last_seen_at` and `last_heartbeat` are that newest heartbeat's, or null.
+    """
     await ensure_visible(db, caller, client_id)
     report = await heartbeat_service.get_status(
         db, client_id, timeout_seconds=settings.heartbeat_timeout

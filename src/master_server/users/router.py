@@ -6,6 +6,7 @@ from master_server.auth.dependencies import CurrentAdmin
 from master_server.auth.errors import InvalidToken
 from master_server.core.deps import DbSession, HashingDep, PageDep
 from master_server.core.errors import (
+    VALIDATION_RESPONSES,
     DatabaseBusy,
     DatabaseUnavailable,
     Forbidden,
@@ -18,9 +19,10 @@ from master_server.users.schemas import UserCreate, UserRead, UserUpdate
 router = APIRouter(
     prefix="/users",
     tags=["users"],
-    responses=error_responses(
-        InvalidToken, Forbidden, DatabaseUnavailable, DatabaseBusy
-    ),
+    responses={
+        **error_responses(InvalidToken, Forbidden, DatabaseUnavailable, DatabaseBusy),
+        **VALIDATION_RESPONSES,
+    },
 )
 
 
