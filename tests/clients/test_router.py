@@ -238,6 +238,34 @@ async def test_the_client_list_is_filtered_by_status(
     assert await ids("offline") == [str(stale.id), str(silent.id)]
 
 
+async def test_a_filtered_list_shows_every_client_with_the_status_it_was_picked_by(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    db: AsyncSession,
+    admin_headers: dict,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A clock that moves ten minutes each time the listing reads it, as if
+    # the request took that long: judged at two times, a client just seen
+    # would be picked as online and shown as offline.
+    readings = iter(range(1_000))
+    real_utcnow = utcnow
+    monkeypatch.setattr(
+        "master_server.clients.router.utcnow",
+        lambda: real_utcnow() + timedelta(minutes=10 * next(readings)),
+    )
+    await create_client(db, name="seen", last_seen_at=utcnow())
+
+    response = await client.get(
+        app.url_path_for("list_clients"),
+        params={"status": "online"},
+        headers=admin_headers,
+    )
+
+    assert response.status_code == 200
+    assert [item["status"] for item in response.json()] == ["online"]
+
+
 @pytest.mark.parametrize(
     "params",
     [{"status": "sleeping"}, {"limit": 0}, {"limit": 1001}, {"offset": -1}],

@@ -1,4 +1,5 @@
 import uuid
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
@@ -51,12 +52,23 @@ router = APIRouter(
 
 
 async def _present(
-    db: AsyncSession, clients: list[Client], *, for_admin: bool, settings: Settings
+    db: AsyncSession,
+    clients: list[Client],
+    *,
+    for_admin: bool,
+    settings: Settings,
+    seen: dict[uuid.UUID, datetime] | None = None,
+    now: datetime | None = None,
 ) -> list[ClientAdminRead] | list[ClientRead]:
-    """Clients as the caller may see them: with assignments only for an admin."""
-    now = utcnow()
+    """Clients as the caller may see them: with assignments only for an admin.
+
+    `seen` and `now` are each client's `last_seen_at` and the time its status
+    is judged at, when the caller already has them; otherwise they are read.
+    """
+    now = now or utcnow()
     ids = [client.id for client in clients]
-    seen = await client_service.last_seen_at(db, ids)
+    if seen is None:
+        seen = await client_service.last_seen_at(db, ids)
     statuses = [
         client_service.status_of(
             client,
@@ -123,15 +135,26 @@ async def list_clients(
 
     Admins get `assigned_user_ids` on each client, users never do.
     """
-    clients = await client_service.list_clients(
+    # One time and one read for the filter and the statuses shown, so that a
+    # client crossing the timeout, or heartbeating, meanwhile is never listed
+    # under a status it does not show.
+    now = utcnow()
+    listed = await client_service.list_clients(
         db,
         caller,
         status=status_filter,
         page=page,
-        now=utcnow(),
+        now=now,
         timeout_seconds=settings.heartbeat_timeout,
     )
-    return await _present(db, clients, for_admin=is_admin(caller), settings=settings)
+    return await _present(
+        db,
+        [client for client, _ in listed],
+        for_admin=is_admin(caller),
+        settings=settings,
+        seen={client.id: seen for client, seen in listed if seen is not None},
+        now=now,
+    )
 
 
 @router.get("/{client_id}", responses=error_responses(ClientNotFound))

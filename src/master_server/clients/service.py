@@ -85,12 +85,13 @@ async def list_clients(
     page: Page,
     now: datetime,
     timeout_seconds: int,
-) -> list[Client]:
+) -> list[tuple[Client, datetime | None]]:
     """Every client for an admin, the assigned ones for a user; oldest first.
 
-    The page's ids are picked first, from the (created_at, id) index alone,
-    and only those rows are read: an offset deep into the fleet skips index
-    entries, not table rows.
+    Each comes with its `last_seen_at`, read in the same statement as the
+    `status` filter, so the two agree. The page's ids are picked first, from
+    the (created_at, id) index alone, and only those rows are read: an offset
+    deep into the fleet skips index entries, not table rows.
     """
     query = select(Client.id)
     if not is_admin(viewer):
@@ -109,12 +110,12 @@ async def list_clients(
         .offset(page.offset)
         .subquery()
     )
-    rows = await db.scalars(
-        select(Client)
+    rows = await db.execute(
+        select(Client, last_seen_at_of_client())
         .join(page_ids, page_ids.c.id == Client.id)
         .order_by(Client.created_at, Client.id)
     )
-    return list(rows)
+    return [(client, seen) for client, seen in rows]
 
 
 async def get_client(db: AsyncSession, client_id: uuid.UUID) -> Client:
