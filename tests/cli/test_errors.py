@@ -81,6 +81,11 @@ PROGRAMS = [("master-server", ()), ("masterctl", ("migrate",))]
             "error: MASTER_SESSION_TTL: Input should be greater than or equal to 60\n",
         ),
         (
+            {"MASTER_HEARTBEAT_TIMEOUT": "100000000000"},
+            "error: MASTER_HEARTBEAT_TIMEOUT: Input should be less than or equal "
+            "to 315360000\n",
+        ),
+        (
             {"MASTER_PORT": "0", "MASTER_WORKERS": "0"},
             "error: MASTER_PORT: Input should be greater than or equal to 1\n"
             "error: MASTER_WORKERS: Input should be greater than or equal to 1\n",

@@ -30,6 +30,11 @@ DATABASE_SCHEMES = frozenset(
 )
 SUPPORTED_DATABASES = "use sqlite:///PATH or postgresql://USER@HOST:PORT/NAME"
 
+# The longest session or heartbeat timeout: far beyond any real one, and far
+# enough inside the dates Python and the databases hold that no time computed
+# from it overflows.
+TEN_YEARS_SECONDS = 10 * 365 * 86_400
+
 
 def env_var_name(field_name: str) -> str:
     return f"{ENV_PREFIX}{field_name.upper()}"
@@ -60,14 +65,18 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
 
     # Auth
-    session_ttl: int = Field(default=86_400, ge=60, description="seconds")
+    session_ttl: int = Field(
+        default=86_400, ge=60, le=TEN_YEARS_SECONDS, description="seconds"
+    )
     otp_issuer: str = "master_server"
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_cost: int = Field(default=65_536, ge=8, description="KiB")
     argon2_parallelism: int = Field(default=4, ge=1)
 
     # Fleet
-    heartbeat_timeout: int = Field(default=90, ge=1, description="seconds")
+    heartbeat_timeout: int = Field(
+        default=90, ge=1, le=TEN_YEARS_SECONDS, description="seconds"
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
