@@ -1,6 +1,7 @@
 """The Alembic migrations: up from empty, back down, and equal to the models."""
 
 import asyncio
+import subprocess
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -34,11 +35,13 @@ from master_server.core.db import create_engine
 from master_server.core.migrations import alembic_config
 from master_server.models import Base
 from master_server.models.base import UTCDateTime
+from tests.cli.test_masterctl import cli_env
 from tests.fixtures.database import (
     create_postgres_database,
     drop_postgres_database,
     make_settings,
 )
+from tests.fixtures.server import bin_path
 
 
 @pytest.fixture
@@ -413,3 +416,54 @@ async def test_reading_presence_from_the_history_keeps_every_clients_presence(
     assert beats[beating]["metrics"] == {"load1": 0.5}
     assert datetime.fromisoformat(beats[beating]["received_at"]) == later
     assert beats[edited]["metrics"] == {"disk": 12}
+
+
+async def test_servers_migrating_the_same_database_at_once_all_succeed(
+    backend: str, empty_database_url: str, tmp_path: Path
+) -> None:
+    if backend == "sqlite":
+        pytest.skip("SQLite runs a single server process")
+    settings = make_settings(empty_database_url)
+    await upgrade(empty_database_url, "0003")
+
+    async def history(connection: AsyncConnection) -> None:
+        # Enough of it that building 0004's index takes a while, long enough
+        # for the migrations to overlap.
+        client_id = uuid.uuid4()
+        at = datetime(2026, 12, 4, tzinfo=UTC)
+        await connection.execute(
+            insert(_CLIENTS),
+            [{"id": client_id, "name": "d", "description": "", "created_at": at}],
+        )
+        await connection.execute(
+            text(
+                "INSERT INTO heartbeats (client_id, uptime_s, created_at) "
+                "SELECT :id, n, :at FROM generate_series(1, 300000) AS n"
+            ),
+            {"id": client_id, "at": at},
+        )
+
+    await _run(settings, history)
+
+    # Real processes, as replicas starting together would be.
+    migrating = [
+        subprocess.Popen(
+            [bin_path("masterctl"), "migrate"],
+            env=cli_env(empty_database_url),
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    outcomes = [
+        (process.communicate(timeout=60)[1], process.returncode)
+        for process in migrating
+    ]
+
+    assert [code for _, code in outcomes] == [0, 0, 0], outcomes
+    head = ScriptDirectory.from_config(alembic_config(empty_database_url)).get_heads()
+    assert await _inspect(settings, _current_revision) == head[0]
+    assert await _inspect(settings, _schema_differences) == []

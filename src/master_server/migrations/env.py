@@ -3,6 +3,7 @@
 import asyncio
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from master_server.core.config import get_settings
@@ -12,8 +13,18 @@ from master_server.models import Base
 config = context.config
 target_metadata = Base.metadata
 
+# Replicas started together all migrate on start. On PostgreSQL they take
+# turns behind this advisory lock, held until the migrating transaction ends,
+# so the second finds the schema already done instead of failing on it.
+# (SQLite has a single server process.)
+MIGRATION_LOCK = 0x6D61737465725F31  # "master_1"
+
 
 def _run(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(
+            text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+        )
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
