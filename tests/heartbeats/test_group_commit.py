@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from sqlalchemy import delete, func, make_url, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -463,6 +464,32 @@ async def test_in_one_batch_a_token_on_another_clients_id_is_refused_alone(
             select(func.count()).select_from(Heartbeat).where(Heartbeat.uptime_s == 9)
         )
     assert count == 0
+
+
+async def test_a_writer_whose_connection_the_server_closed_reconnects_before_writing(
+    device: Device, database: Database
+) -> None:
+    if database.is_sqlite:
+        pytest.skip("SQLite has no server to close connections")
+    writer = heartbeat_service.create_writer(database)
+    async with writer:
+        await writer.submit(item(device, utcnow(), 1))
+        # What a database restart or an administrator does to a connection.
+        async with database.engine.connect() as conn:
+            closed = await conn.scalar(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND query LIKE '%INSERT INTO heartbeats%'"
+                )
+            )
+        assert closed == 1
+        await asyncio.sleep(0.2)  # the writer's connection hears of it
+
+        recorded = await writer.submit(item(device, utcnow(), 2))
+
+    assert isinstance(recorded, HeartbeatRecorded)
+    assert await stored_uptimes(database, device.id) == [1.0, 2.0]
 
 
 async def test_the_writer_stores_what_it_holds_when_the_app_stops(

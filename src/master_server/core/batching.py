@@ -416,7 +416,14 @@ class HeldConnection:
         self._driver: PgConnection | None = None
 
     async def driver(self) -> PgConnection:
-        """The held connection's asyncpg connection, opened if need be."""
+        """The held connection's asyncpg connection, opened if need be.
+
+        One the server has closed meanwhile (a restart, a terminated backend)
+        is replaced before the batch is sent, rather than failing it.
+        """
+        if self._driver is not None and self._driver.is_closed():
+            log.info("batch.connection.lost")
+            await self.discard()
         if self._driver is None:
             conn = await self._engine.connect()
             self._conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
