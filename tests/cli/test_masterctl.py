@@ -302,6 +302,36 @@ async def test_migrate_brings_an_empty_database_to_head_and_says_so(
     assert version == head_revision(server_database_url)
 
 
+async def test_downgrade_goes_back_to_a_revision_and_migrate_returns_to_head(
+    server_database_url: str, tmp_path: Path, cli_engine: AsyncEngine
+) -> None:
+    assert masterctl(server_database_url, tmp_path, "migrate").returncode == 0
+
+    back = masterctl(server_database_url, tmp_path, "downgrade", "0003")
+    async with cli_engine.connect() as connection:
+        at = await connection.scalar(text("SELECT version_num FROM alembic_version"))
+    forward = masterctl(server_database_url, tmp_path, "migrate")
+
+    head = head_revision(server_database_url)
+    assert back.returncode == 0, back.stderr
+    assert back.stdout == f"undid {head}\ndatabase is at 0003\n"
+    assert at == "0003"
+    assert forward.returncode == 0, forward.stderr
+    assert forward.stdout.startswith(f"applied {head}: ")
+
+
+def test_downgrade_to_an_unknown_revision_says_so_in_one_line(
+    server_database_url: str, tmp_path: Path
+) -> None:
+    assert masterctl(server_database_url, tmp_path, "migrate").returncode == 0
+
+    result = masterctl(server_database_url, tmp_path, "downgrade", "0999")
+
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: cannot migrate the database: ")
+    assert result.stderr.count("\n") == 1
+
+
 def test_migrate_into_a_missing_directory_says_so_in_one_line(
     tmp_path: Path,
 ) -> None:

@@ -11,6 +11,7 @@ from master_server.cli.common import database_errors_as_messages, fail, load_set
 from master_server.core.config import get_settings
 from master_server.core.db import Database, create_engine
 from master_server.core.logging import configure_logging
+from master_server.core.migrations import downgrade as downgrade_to
 from master_server.core.migrations import upgrade
 from master_server.core.security import PasswordHashing
 from master_server.models import UserRole
@@ -32,6 +33,29 @@ def migrate() -> None:
     for step in applied:
         typer.echo(f"applied {step}")
     typer.echo("database is up to date")
+
+
+@app.command()
+def downgrade(
+    revision: Annotated[
+        str,
+        typer.Argument(
+            help="The revision to go back to, as `migrate` names them (0003, ...)."
+        ),
+    ],
+) -> None:
+    """Undo database migrations back to REVISION, to run an older version again.
+
+    Stop every server first. What a later migration added goes with it.
+    """
+    settings = load_settings()
+    configure_logging(settings, for_cli=True)
+
+    with database_errors_as_messages(settings.database_url):
+        undone = downgrade_to(settings.database_url, revision)
+    for step in undone:
+        typer.echo(f"undid {step}")
+    typer.echo(f"database is at {revision}")
 
 
 @app.command("bootstrap-admin")

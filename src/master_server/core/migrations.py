@@ -58,5 +58,21 @@ def upgrade(database_url: str, revision: str = "head") -> list[str]:
     return applied
 
 
-def downgrade(database_url: str, revision: str = "base") -> None:
-    command.downgrade(alembic_config(database_url), revision)
+def downgrade(database_url: str, revision: str = "base") -> list[str]:
+    """Undo migrations back to `revision`; returns the steps undone, newest first.
+
+    A revision this version does not ship, or one newer than the database's,
+    is a MigrationError.
+    """
+    config = alembic_config(database_url)
+    undone: list[str] = []
+
+    def record(*, step: Any, **_: Any) -> None:
+        undone.append(step.up_revision_id)
+
+    config.attributes["on_version_apply"] = record
+    try:
+        command.downgrade(config, revision)
+    except CommandError as exc:
+        raise MigrationError(str(exc)) from exc
+    return undone
