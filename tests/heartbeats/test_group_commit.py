@@ -3,7 +3,7 @@
 import asyncio
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -16,7 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from master_server.auth.errors import InvalidToken
 from master_server.clients.errors import ClientNotFound
-from master_server.core.batching import SqliteCodec, driver_connection
+from master_server.core.batching import (
+    BatchWriter,
+    HeldConnection,
+    SqliteCodec,
+    driver_connection,
+)
 from master_server.core.config import Settings
 from master_server.core.db import Database, create_engine
 from master_server.core.security import hash_token
@@ -26,7 +31,7 @@ from master_server.events.service import EventItem
 from master_server.heartbeats import repository as heartbeat_repository
 from master_server.heartbeats import service as heartbeat_service
 from master_server.heartbeats.repository import HeartbeatRow
-from master_server.heartbeats.service import HeartbeatRecorded
+from master_server.heartbeats.service import HeartbeatOutcome, HeartbeatRecorded
 from master_server.models import Client, Event, Heartbeat
 from master_server.models.base import utcnow
 from tests.fixtures.fleet import (
@@ -471,24 +476,28 @@ async def test_a_writer_whose_connection_the_server_closed_reconnects_before_wri
 ) -> None:
     if database.is_sqlite:
         pytest.skip("SQLite has no server to close connections")
-    writer = heartbeat_service.create_writer(database)
-    async with writer:
+    held = HeldConnection(database.engine)
+
+    async def write(rows: Sequence[HeartbeatRow]) -> list[HeartbeatOutcome]:
+        return await heartbeat_service.write_heartbeats(
+            database.engine, rows, held=held
+        )
+
+    async with BatchWriter("heartbeats", write, on_stop=held.close) as writer:
         await writer.submit(item(device, utcnow(), 1))
         # What a database restart or an administrator does to a connection.
+        backend = (await held.driver()).get_server_pid()
         async with database.engine.connect() as conn:
-            closed = await conn.scalar(
-                text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                    "AND query LIKE '%INSERT INTO heartbeats%'"
-                )
+            await conn.execute(
+                text("SELECT pg_terminate_backend(:pid)"), {"pid": backend}
             )
-        assert closed == 1
         await asyncio.sleep(0.2)  # the writer's connection hears of it
 
         recorded = await writer.submit(item(device, utcnow(), 2))
 
     assert isinstance(recorded, HeartbeatRecorded)
+    assert (await held.driver()).get_server_pid() != backend
+    await held.close()
     assert await stored_uptimes(database, device.id) == [1.0, 2.0]
 
 
