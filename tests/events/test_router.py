@@ -142,6 +142,34 @@ async def test_the_longest_allowed_message_is_stored(
     assert response.json()["message"] == message
 
 
+async def test_any_text_and_data_come_back_exactly_as_sent(
+    client: httpx.AsyncClient,
+    device: Device,
+    admin_headers: dict[str, str],
+    client_url: Url,
+) -> None:
+    # A batch travels to SQLite as one JSON text: nothing in it may be
+    # escaped, decoded or rounded on the way.
+    tricky = 'quote " backslash \\ slash / tab \t line\nbreak \u0001 \u2028 é 𝄞 😀'
+    body = {
+        "level": "warn",
+        "message": tricky,
+        "data": {
+            tricky: [tricky, 0.1 + 0.2, 2**64 + 1, 1.5e-7, None, True],
+            "nested": {"\\": {"": "\u007f"}},
+        },
+    }
+
+    response = await post_event(client, client_url, device, body)
+    assert response.status_code == 201, response.text
+
+    listed = await list_events(client, client_url, device, admin_headers)
+    assert listed.status_code == 200, listed.text
+    (event,) = listed.json()
+    assert event["message"] == body["message"]
+    assert event["data"] == body["data"]
+
+
 async def test_an_event_body_over_64_kib_is_a_413(
     client: httpx.AsyncClient, device: Device, database: Database, client_url: Url
 ) -> None:
