@@ -236,6 +236,35 @@ async def test_events_created_at_the_same_instant_keep_their_order(
     assert messages(listed) == ["m3", "m2", "m1", "m0"]
 
 
+async def test_events_stored_out_of_the_order_received_are_listed_by_created_at(
+    client: httpx.AsyncClient,
+    device: Device,
+    admin_headers: dict[str, str],
+    db: AsyncSession,
+    client_url: Url,
+) -> None:
+    # Two server processes each store their own batch: an event received
+    # first can be stored second. Newest first follows `created_at`, the
+    # server's time of receipt, which `since` and `until` filter on too.
+    received = utcnow()
+    await insert_events(
+        db,
+        device,
+        [
+            ("info", "received second", received + timedelta(milliseconds=1)),
+            ("info", "received first", received),
+        ],
+    )
+
+    listed = await list_events(client, client_url, device, admin_headers)
+    assert messages(listed) == ["received second", "received first"]
+
+    until_first = await list_events(
+        client, client_url, device, admin_headers, until=received.isoformat()
+    )
+    assert messages(until_first) == ["received first"]
+
+
 async def test_limit_and_offset_page_through_newest_first(
     client: httpx.AsyncClient,
     device: Device,

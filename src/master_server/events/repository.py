@@ -134,7 +134,13 @@ async def select_events(
     until: datetime | None,
     page: Page,
 ) -> list[Event]:
-    """Newest first by `seq`: events sharing a `created_at` keep their order."""
+    """Newest first by `created_at`; events sharing one keep their stored order.
+
+    `created_at` is when the server received the event. Two server processes
+    store their batches independently, so an event received first is not
+    always stored first (`seq`): ordering by `created_at` keeps the list in
+    step with the `since` and `until` filters.
+    """
     conditions: list[ColumnElement[bool]] = [Event.client_id == client_id]
     if level is not None:
         conditions.append(Event.level == level.value)
@@ -145,7 +151,7 @@ async def select_events(
     rows = await db.scalars(
         select(Event)
         .where(*conditions)
-        .order_by(Event.seq.desc())
+        .order_by(Event.created_at.desc(), Event.seq.desc())
         .limit(page.limit)
         .offset(page.offset)
     )

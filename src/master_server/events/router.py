@@ -77,6 +77,10 @@ async def list_events(
 ) -> list[EventRead]:
     """The client's events, newest first (admin or assigned user).
 
+    Newest means the latest `created_at`, the server's time of receipt; events
+    received in the same microsecond come in the reverse of the order they
+    were stored in.
+
     `since` and `until` need an explicit offset (`Z` or `+01:00`); a naive or
     unparsable time is a 422.
     """
