@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from master_server.core.batching import PgConnection, SqliteCodec
 from master_server.core.deps import Page
-from master_server.heartbeats.repository import sqlite_json, token_owners_sqlite
+from master_server.heartbeats.repository import token_owners_sqlite
 from master_server.models import Event, EventLevel
 
 
@@ -86,38 +86,32 @@ async def store_batch(
 
 _SQLITE_INSERT = """
 INSERT INTO events (id, client_id, level, message, data, created_at)
-SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
-    json_extract(value, '$[2]'), json_extract(value, '$[3]'),
-    json_extract(value, '$[4]'), json_extract(value, '$[5]')
-FROM json_each(?) ORDER BY key
+VALUES (?, ?, ?, ?, ?, ?)
 """
 
 
 def store_batch_sqlite(
     db: sqlite3.Connection, codec: SqliteCodec, rows: Sequence[EventRow]
 ) -> list[uuid.UUID | None]:
-    """`store_batch` for SQLite, in a transaction of its own (BEGIN IMMEDIATE).
-
-    The rows go in as one JSON array, in one statement (see the heartbeats'
-    repository for why).
-    """
+    """`store_batch` for SQLite, in a transaction of its own (BEGIN IMMEDIATE)."""
     db.execute("BEGIN IMMEDIATE")
     try:
         owners = token_owners_sqlite(db, codec, {row.token_hash for row in rows})
-        accepted = [
+        db.executemany(
+            _SQLITE_INSERT,
             [
-                codec.to_id(row.id),
-                codec.to_id(row.client_id),
-                row.level,
-                row.message,
-                row.data_json,
-                codec.to_time(row.created_at),
-            ]
-            for row in rows
-            if owners.get(row.token_hash) == row.client_id
-        ]
-        if accepted:
-            db.execute(_SQLITE_INSERT, (sqlite_json(accepted),))
+                (
+                    codec.to_id(row.id),
+                    codec.to_id(row.client_id),
+                    row.level,
+                    row.message,
+                    row.data_json,
+                    codec.to_time(row.created_at),
+                )
+                for row in rows
+                if owners.get(row.token_hash) == row.client_id
+            ],
+        )
         db.commit()
     except BaseException:
         db.rollback()

@@ -156,54 +156,31 @@ async def client_status_row(
 
 
 # SQLite: the same steps by hand, run on sqlite3 in the driver's thread.
-#
-# Each step is one statement whose lists travel as one JSON array parameter
-# (read with json_each) and whose answer, when it has one, is one row of JSON
-# (json_group_object). sqlite3 lets go of the GIL for every step of a
-# statement, so every row inserted or fetched on its own is one more wait for
-# the event loop to hand the GIL back; under load that wait, not SQLite,
-# was most of a batch's time. A batch is now five steps, whatever its size.
+# Lists travel as one JSON array parameter, read back with json_each.
 
 _SQLITE_TOKEN_OWNERS = """
-SELECT json_group_object(token_hash, id) FROM clients
+SELECT token_hash, id FROM clients
 WHERE token_hash IN (SELECT value FROM json_each(?))
 """
 
 _SQLITE_INSERT_HEARTBEATS = """
 INSERT INTO heartbeats (client_id, uptime_s, metrics, created_at)
-SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
-    json_extract(value, '$[2]'), json_extract(value, '$[3]')
-FROM json_each(?) ORDER BY key
+VALUES (?, ?, ?, ?)
 """
 
 _SQLITE_PENDING_COMMANDS = f"""
-SELECT json_group_object(client_id, commands) FROM (
-    SELECT client_id, count(*) AS commands FROM commands
-    WHERE status = '{PENDING}' AND client_id IN (SELECT value FROM json_each(?))
-    GROUP BY client_id
-)
+SELECT client_id, count(*) FROM commands
+WHERE status = '{PENDING}' AND client_id IN (SELECT value FROM json_each(?))
+GROUP BY client_id
 """
-
-
-def sqlite_json(value: Any) -> str:
-    """A statement's JSON parameter, UTF-8 as is: no escapes for SQLite to undo."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def sqlite_json_answer(db: sqlite3.Connection, statement: str, value: Any) -> Any:
-    """Run a statement of one JSON parameter and one JSON answer."""
-    (answer,) = db.execute(statement, (sqlite_json(value),)).fetchone()
-    return json.loads(answer)
 
 
 def token_owners_sqlite(
     db: sqlite3.Connection, codec: SqliteCodec, token_hashes: Collection[str]
 ) -> dict[str, uuid.UUID]:
     """The client id behind each known token hash."""
-    owners = sqlite_json_answer(db, _SQLITE_TOKEN_OWNERS, list(token_hashes))
-    return {
-        token_hash: codec.from_id(client_id) for token_hash, client_id in owners.items()
-    }
+    rows = db.execute(_SQLITE_TOKEN_OWNERS, (json.dumps(list(token_hashes)),))
+    return {token_hash: codec.from_id(client_id) for token_hash, client_id in rows}
 
 
 def store_batch_sqlite(
@@ -221,25 +198,23 @@ def store_batch_sqlite(
         accepted = [row for row in rows if owners.get(row.token_hash) == row.client_id]
         pending: dict[uuid.UUID, int] = {}
         if accepted:
-            db.execute(
+            db.executemany(
                 _SQLITE_INSERT_HEARTBEATS,
-                (
-                    sqlite_json(
-                        [
-                            [
-                                codec.to_id(row.client_id),
-                                row.uptime_s,
-                                row.metrics_json,
-                                codec.to_time(row.received_at),
-                            ]
-                            for row in accepted
-                        ]
-                    ),
-                ),
+                [
+                    (
+                        codec.to_id(row.client_id),
+                        row.uptime_s,
+                        row.metrics_json,
+                        codec.to_time(row.received_at),
+                    )
+                    for row in accepted
+                ],
             )
-            ids = sorted({codec.to_id(row.client_id) for row in accepted})
-            counts = sqlite_json_answer(db, _SQLITE_PENDING_COMMANDS, ids)
-            pending = {codec.from_id(client_id): n for client_id, n in counts.items()}
+            ids = json.dumps(sorted({codec.to_id(row.client_id) for row in accepted}))
+            pending = {
+                codec.from_id(client_id): count
+                for client_id, count in db.execute(_SQLITE_PENDING_COMMANDS, (ids,))
+            }
         db.commit()
     except BaseException:
         db.rollback()
