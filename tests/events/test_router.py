@@ -148,8 +148,8 @@ async def test_any_text_and_data_come_back_exactly_as_sent(
     admin_headers: dict[str, str],
     client_url: Url,
 ) -> None:
-    # A batch travels to SQLite as one JSON text: nothing in it may be
-    # escaped, decoded or rounded on the way.
+    # Batches are written by hand-built statements on both databases:
+    # nothing may be escaped, decoded or rounded on the way.
     tricky = 'quote " backslash \\ slash / tab \t line\nbreak \u0001 \u2028 é 𝄞 😀'
     body = {
         "level": "warn",
