@@ -471,6 +471,41 @@ async def test_in_one_batch_a_token_on_another_clients_id_is_refused_alone(
     assert count == 0
 
 
+async def test_in_one_event_batch_each_refusal_is_its_own_and_the_rest_is_stored(
+    device: Device, other_device: Device, database: Database
+) -> None:
+    def event(owner: Device, client_id: uuid.UUID, message: str) -> EventItem:
+        row = EventRow(
+            id=uuid.uuid4(),
+            client_id=client_id,
+            token_hash=hash_token(owner.token),
+            level="info",
+            message=message,
+            data_json=None,
+            created_at=utcnow(),
+        )
+        return EventItem(row=row, data=None)
+
+    stranger = replace(
+        event(device, device.id, "unknown token").row, token_hash=hash_token("x")
+    )
+    outcomes = await event_service.write_events(
+        database.engine,
+        [
+            event(device, other_device.id, "trespass"),
+            EventItem(row=stranger, data=None),
+            event(other_device, other_device.id, "its own"),
+        ],
+    )
+
+    assert isinstance(outcomes[0], ClientNotFound)
+    assert isinstance(outcomes[1], InvalidToken)
+    assert not isinstance(outcomes[2], Exception)
+    async with database.engine.connect() as conn:
+        stored = (await conn.execute(select(Event.message))).scalars().all()
+    assert stored == ["its own"]
+
+
 async def test_a_writer_whose_connection_the_server_closed_reconnects_before_writing(
     device: Device, database: Database
 ) -> None:

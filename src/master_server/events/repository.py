@@ -44,22 +44,27 @@ WITH batch AS (
     )
 ),
 owners AS (
-    -- A key-share lock: no client can be deleted before the batch commits.
+    -- The batch's clients, by id (as for heartbeats). A key-share lock: no
+    -- client can be deleted before the batch commits.
     SELECT id, token_hash FROM clients
-    WHERE token_hash = ANY($3::text[])
+    WHERE id = ANY($2::uuid[])
     FOR KEY SHARE
+),
+accepted AS (
+    SELECT b.* FROM batch b
+    JOIN owners o ON o.id = b.client_id AND o.token_hash = b.token_hash
 ),
 stored AS (
     INSERT INTO events (id, client_id, level, message, data, created_at)
-    SELECT b.id, b.client_id, b.level, b.message, CAST(b.data AS jsonb),
-        b.created_at
-    FROM batch b
-    JOIN owners o ON o.id = b.client_id AND o.token_hash = b.token_hash
-    ORDER BY b.ordinal
+    SELECT id, client_id, level, message, CAST(data AS jsonb), created_at
+    FROM accepted
+    ORDER BY ordinal
 )
-SELECT o.id AS owner_id
+SELECT coalesce(
+    a.client_id, (SELECT id FROM clients WHERE token_hash = b.token_hash)
+) AS owner_id
 FROM batch b
-LEFT JOIN owners o ON o.token_hash = b.token_hash
+LEFT JOIN accepted a ON a.ordinal = b.ordinal
 ORDER BY b.ordinal
 """
 
