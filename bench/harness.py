@@ -443,6 +443,9 @@ class Row:
     # server's (None: not measured; SQLite runs inside the server).
     server_us: float | None = None
     database_us: float | None = None
+    # The share of the machine's CPU time left idle meanwhile: near 0 when
+    # the run is CPU-bound.
+    idle_percent: float | None = None
 
 
 def run_wrk(
@@ -493,7 +496,7 @@ class CpuMeter:
             total += times.user + times.system
         return total
 
-    def read(self) -> tuple[float, float | None]:
+    def read(self) -> tuple[float, float | None, "MachineTimes"]:
         database = None
         if self._postgresql:
             # Looked up each time: backends come and go with connections.
@@ -504,7 +507,21 @@ class CpuMeter:
                     if (process.info["name"] or "").startswith("postgres")
                 ]
             )
-        return self._seconds(self._server), database
+        return self._seconds(self._server), database, MachineTimes.now()
+
+
+@dataclass(frozen=True)
+class MachineTimes:
+    """The machine's CPU seconds so far, all cores: idle, and in all."""
+
+    idle_s: float
+    total_s: float
+
+    @classmethod
+    def now(cls) -> "MachineTimes":
+        times = psutil.cpu_times()
+        idle = times.idle + getattr(times, "iowait", 0.0)
+        return cls(idle_s=idle, total_s=sum(times))
 
 
 @dataclass
@@ -518,6 +535,8 @@ class Slice:
     errors: int
     server_cpu_s: float
     database_cpu_s: float | None
+    idle_s: float
+    machine_s: float
     # (percent, milliseconds): the latency under which that share of the
     # requests was answered, from 1 % to 100 %.
     quantiles: list[tuple[float, float]]
@@ -553,9 +572,9 @@ def run_slice(
     devices_file: Path,
     seconds: int,
 ) -> Slice:
-    server_before, database_before = meter.read()
+    server_before, database_before, machine_before = meter.read()
     result = run_wrk(plan, server, mode, devices_file, seconds)
-    server_after, database_after = meter.read()
+    server_after, database_after, machine_after = meter.read()
     return Slice(
         requests=result["requests"],
         seconds=result["duration_us"] / 1e6,
@@ -575,6 +594,8 @@ def run_slice(
         database_cpu_s=None
         if database_before is None or database_after is None
         else database_after - database_before,
+        idle_s=machine_after.idle_s - machine_before.idle_s,
+        machine_s=machine_after.total_s - machine_before.total_s,
         quantiles=[(percent, us / 1000) for percent, us in result["quantiles"]],
     )
 
@@ -640,6 +661,9 @@ def measure_in_turns(
             database_us=None
             if None in database_cpu
             else 1e6 * sum(cpu or 0.0 for cpu in database_cpu) / requests,
+            idle_percent=100
+            * sum(run.idle_s for run in runs)
+            / sum(run.machine_s for run in runs),
         )
     return Turns(rows, slices)
 
@@ -815,9 +839,17 @@ def fmt(value: float | None, digits: int = 1) -> str:
 
 
 def print_table(rows: list[Row]) -> None:
-    header = ("measurement", "req/s", "p50 ms", "p99 ms", "errors", "cpu µs/req")
-    say("{:<26} {:>10} {:>9} {:>9} {:>7}  {:<16} note".format(*header))
-    say("-" * 110)
+    header = (
+        "measurement",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "cpu µs/req",
+        "idle %",
+    )
+    say("{:<26} {:>10} {:>9} {:>9} {:>7}  {:<16} {:>6}  note".format(*header))
+    say("-" * 118)
     for row in rows:
         if row.server_us is None:
             cpu = "-"
@@ -827,7 +859,8 @@ def print_table(rows: list[Row]) -> None:
             cpu = f"{row.server_us:,.0f} + {row.database_us:,.0f} db"
         say(
             f"{row.name:<26} {fmt(row.rate_per_s, 0):>10} {fmt(row.p50_ms, 2):>9} "
-            f"{fmt(row.p99_ms, 2):>9} {row.errors:>7}  {cpu:<16} {row.note}"
+            f"{fmt(row.p99_ms, 2):>9} {row.errors:>7}  {cpu:<16} "
+            f"{fmt(row.idle_percent, 0):>6}  {row.note}"
         )
 
 
