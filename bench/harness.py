@@ -111,7 +111,13 @@ def parse_args(argv: list[str]) -> Plan:
         type=int,
         help="baseline and heartbeats take turns this many times (4; quick 2)",
     )
-    parser.add_argument("--connections", type=int, default=64, help="wrk -c (64)")
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=128,
+        help="wrk -c (128: enough requests in flight to keep the server busy "
+        "while heartbeats wait for their commit)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="wrk -t (1)")
     parser.add_argument(
         "--workers", type=int, help="server workers (default: as master-server picks)"
