@@ -667,11 +667,14 @@ def measure_in_turns(
             database_us=None
             if None in database_cpu
             else 1e6 * sum(cpu or 0.0 for cpu in database_cpu) / requests,
-            idle_percent=100
-            * sum(run.idle_s for run in runs)
-            / sum(run.machine_s for run in runs),
+            idle_percent=idle_percent(runs),
         )
     return Turns(rows, slices)
+
+
+def idle_percent(runs: list[Slice]) -> float:
+    """The share of the machine's CPU time nobody used, over all the runs."""
+    return 100 * sum(run.idle_s for run in runs) / sum(run.machine_s for run in runs)
 
 
 def slice_ratios(numerator: list[Slice], denominator: list[Slice]) -> list[float]:

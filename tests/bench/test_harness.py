@@ -1,4 +1,5 @@
-"""bench/run's arithmetic: latencies merged over slices, ratios slice by slice."""
+"""bench/run's arithmetic: latencies merged over slices, ratios slice by slice,
+the machine's idle share."""
 
 import importlib.util
 import random
@@ -32,7 +33,10 @@ def quantiles_of(latencies_ms: list[float]) -> list[tuple[float, float]]:
 
 
 def slice_of(
-    harness: ModuleType, latencies_ms: list[float], seconds: float = 5.0
+    harness: ModuleType,
+    latencies_ms: list[float],
+    seconds: float = 5.0,
+    idle_s: float = 0.0,
 ) -> object:
     return harness.Slice(
         requests=len(latencies_ms),
@@ -42,6 +46,9 @@ def slice_of(
         errors=0,
         server_cpu_s=0.0,
         database_cpu_s=None,
+        idle_s=idle_s,
+        # Two cores' worth of CPU time for the slice's wall time.
+        machine_s=2 * seconds,
         quantiles=quantiles_of(latencies_ms),
     )
 
@@ -83,3 +90,13 @@ def test_the_ratio_is_taken_slice_by_slice(harness: ModuleType) -> None:
     baseline = [slice_of(harness, [1.0] * 1000), slice_of(harness, [1.0] * 1000)]
 
     assert harness.slice_ratios(heartbeats, baseline) == [0.7, 0.6]
+
+
+def test_idle_share_is_over_all_the_slices_machine_time(harness: ModuleType) -> None:
+    slices = [
+        slice_of(harness, [1.0] * 10, seconds=5.0, idle_s=1.0),
+        slice_of(harness, [1.0] * 10, seconds=15.0, idle_s=9.0),
+    ]
+
+    # 10 idle seconds of 40: not the mean of the slices' 10 % and 30 %.
+    assert harness.idle_percent(slices) == pytest.approx(25.0)
