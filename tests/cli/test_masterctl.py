@@ -306,16 +306,19 @@ async def test_downgrade_goes_back_to_a_revision_and_migrate_returns_to_head(
     server_database_url: str, tmp_path: Path, cli_engine: AsyncEngine
 ) -> None:
     assert masterctl(server_database_url, tmp_path, "migrate").returncode == 0
+    head = head_revision(server_database_url)
+    script = ScriptDirectory.from_config(alembic_config(server_database_url))
+    previous = script.get_revision(head).down_revision
+    assert isinstance(previous, str)
 
-    back = masterctl(server_database_url, tmp_path, "downgrade", "0003")
+    back = masterctl(server_database_url, tmp_path, "downgrade", previous)
     async with cli_engine.connect() as connection:
         at = await connection.scalar(text("SELECT version_num FROM alembic_version"))
     forward = masterctl(server_database_url, tmp_path, "migrate")
 
-    head = head_revision(server_database_url)
     assert back.returncode == 0, back.stderr
-    assert back.stdout == f"undid {head}\ndatabase is at 0003\n"
-    assert at == "0003"
+    assert back.stdout == f"undid {head}\ndatabase is at {previous}\n"
+    assert at == previous
     assert forward.returncode == 0, forward.stderr
     assert forward.stdout.startswith(f"applied {head}: ")
 

@@ -1,6 +1,6 @@
 import asyncio
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
@@ -297,6 +297,38 @@ async def test_commands_created_in_the_same_instant_keep_their_creation_order(
         "c2",
         "c3",
         "c4",
+    ]
+
+
+async def test_commands_stored_out_of_creation_order_follow_created_at(
+    app: FastAPI, client: httpx.AsyncClient, db: AsyncSession, admin_headers: dict
+) -> None:
+    # Two server processes each store their own command: one created first
+    # can be stored second. Lists and polls follow `created_at`, the time
+    # each command shows.
+    device = await create_client(db)
+    created = datetime.fromisoformat("2026-12-03T12:00:00+00:00")
+    for name, at in (
+        ("created second", created + timedelta(milliseconds=1)),
+        ("created first", created),
+    ):
+        db.add(Command(client_id=device.id, command=name, created_at=at))
+        await db.flush()
+    await db.commit()
+
+    listed = await client.get(
+        app.url_path_for("list_commands", client_id=str(device.id)),
+        headers=admin_headers,
+    )
+    polled = await poll(app, client, device)
+
+    assert [item["command"] for item in listed.json()] == [
+        "created second",
+        "created first",
+    ]
+    assert [item["command"] for item in polled.json()] == [
+        "created first",
+        "created second",
     ]
 
 

@@ -55,6 +55,11 @@ async def insert_command(
     return result.mappings().one()
 
 
+# Creation order: the server's time of the request, then the order stored.
+_OLDEST_FIRST = (Command.created_at, Command.seq)
+_NEWEST_FIRST = (Command.created_at.desc(), Command.seq.desc())
+
+
 async def select_commands(
     connection: AsyncConnection,
     client_id: uuid.UUID,
@@ -67,7 +72,7 @@ async def select_commands(
     if status is not None:
         query = query.where(Command.status == status.value)
     result = await connection.execute(
-        query.order_by(Command.seq.desc()).limit(limit).offset(offset)
+        query.order_by(*_NEWEST_FIRST).limit(limit).offset(offset)
     )
     return result.mappings().all()
 
@@ -90,7 +95,7 @@ async def claim_pending(
             Command.client_id == client_id,
             Command.status == CommandStatus.PENDING.value,
         )
-        .order_by(Command.seq)
+        .order_by(*_OLDEST_FIRST)
         .limit(limit)
     )
     if connection.dialect.name == "postgresql":
@@ -117,7 +122,9 @@ async def claim_pending(
         .returning(*_COLUMNS)
     )
     # RETURNING gives no order; the poll answers oldest first.
-    return sorted(result.mappings().all(), key=lambda row: row["seq"])
+    return sorted(
+        result.mappings().all(), key=lambda row: (row["created_at"], row["seq"])
+    )
 
 
 async def finish_sent(

@@ -29,11 +29,16 @@ class CommandStatus(StrEnum):
 
 
 class Command(Base):
-    """An instruction for one client. `seq` orders commands as they were created."""
+    """An instruction for one client.
+
+    Commands are in creation order by `created_at`, the server's time of the
+    request, then by `seq`, the order they were stored in: with several
+    server processes a command created first can be stored second.
+    """
 
     __tablename__ = "commands"
     __table_args__ = (
-        Index("ix_commands_client_id_seq", "client_id", "seq"),
+        Index("ix_commands_client_id_created_at", "client_id", "created_at"),
         Index("ix_commands_client_id_status_seq", "client_id", "status", "seq"),
     )
 
