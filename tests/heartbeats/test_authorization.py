@@ -84,6 +84,34 @@ async def test_a_heartbeat_without_a_valid_client_token_is_a_401(
     assert await last_seen(database, device.id) is None
 
 
+@pytest.mark.parametrize(
+    ("token", "code"),
+    [
+        ("something", "invalid_token"),
+        ("msp_a-provision-key-is-no-bearer-token", "wrong_token_kind"),
+    ],
+)
+async def test_a_token_no_endpoint_takes_is_refused_alike_everywhere(
+    client: httpx.AsyncClient,
+    device: Device,
+    client_url: Url,
+    token: str,
+    code: str,
+) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
+
+    answers = [
+        await client.post(
+            client_url("record_heartbeat", device.id), json={}, headers=headers
+        ),
+        await client.get(client_url("list_commands", device.id), headers=headers),
+        await client.get("/auth/me", headers=headers),
+    ]
+
+    assert [answer.status_code for answer in answers] == [401, 401, 401]
+    assert [answer.json()["code"] for answer in answers] == [code, code, code]
+
+
 async def test_a_deleted_clients_token_stops_working_at_once(
     client: httpx.AsyncClient, device: Device, db: AsyncSession, client_url: Url
 ) -> None:

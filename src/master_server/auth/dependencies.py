@@ -37,9 +37,24 @@ async def bearer_token(credentials: Credentials) -> str:
 BearerToken = Annotated[str, Depends(bearer_token)]
 
 
+def require_token_kind(token: str, kind: TokenKind, name: str) -> None:
+    """Refuse a token that is not of `kind` before anything is looked up.
+
+    A token of another of our kinds is a `WrongTokenKind`, which tells the
+    caller what to send instead; one of no kind of ours is simply not a
+    token we issued (`InvalidToken`), as an unknown token of the right kind
+    will be once looked up.
+    """
+    found = token_kind(token)
+    if found is kind:
+        return
+    if found is None:
+        raise InvalidToken
+    raise WrongTokenKind(f"this endpoint needs a {name}")
+
+
 async def current_user(db: DbSession, token: BearerToken) -> AuthenticatedUser:
-    if token_kind(token) is not TokenKind.SESSION:
-        raise WrongTokenKind("this endpoint needs a user session token")
+    require_token_kind(token, TokenKind.SESSION, "user session token")
     return await auth_service.resolve_session(db, token)
 
 
@@ -79,8 +94,7 @@ async def resolve_client_token(request: Request, token: str) -> AuthenticatedCli
 
 
 async def current_client(request: Request, token: BearerToken) -> AuthenticatedClient:
-    if token_kind(token) is not TokenKind.CLIENT:
-        raise WrongTokenKind("this endpoint needs a client token")
+    require_token_kind(token, TokenKind.CLIENT, "client token")
     return await resolve_client_token(request, token)
 
 
@@ -96,8 +110,10 @@ async def current_caller(request: Request, db: DbSession, token: BearerToken) ->
             return await auth_service.resolve_session(db, token)
         case TokenKind.CLIENT:
             return await resolve_client_token(request, token)
-        case _:
+        case None:
             raise InvalidToken
+        case _:
+            raise WrongTokenKind("this endpoint needs a user session or client token")
 
 
 CurrentCaller = Annotated[Caller, Depends(current_caller)]

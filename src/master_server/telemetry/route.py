@@ -36,7 +36,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import TypeAdapter, ValidationError
 
-from master_server.auth.dependencies import Credentials
+from master_server.auth.dependencies import Credentials, require_token_kind
 from master_server.auth.errors import InvalidToken, WrongTokenKind
 from master_server.clients.errors import ClientNotFound
 from master_server.core.batching import WriteFailed, WriterOverloaded, WriterStopped
@@ -49,7 +49,7 @@ from master_server.core.errors import (
 )
 from master_server.core.limits import TELEMETRY_MAX_BODY_BYTES, read_body_within
 from master_server.core.middleware import is_json_media_type
-from master_server.core.security import TokenKind, hash_token, token_kind
+from master_server.core.security import TokenKind, hash_token
 
 
 async def client_token_hash(credentials: Credentials) -> str:
@@ -66,8 +66,7 @@ def hash_of_client_token(token: str | None) -> str:
     """`client_token_hash` for a bearer token already read from the request."""
     if not token:
         raise NotAuthenticated("missing bearer token")
-    if token_kind(token) is not TokenKind.CLIENT:
-        raise WrongTokenKind("this endpoint needs a client token")
+    require_token_kind(token, TokenKind.CLIENT, "client token")
     return hash_token(token)
 
 
