@@ -392,8 +392,11 @@ class Agent:
             command_log.warning("command.duplicate")
             return
 
-        command_log.info("command.received")
+        # On disk before anything else: a crash from here on leaves a marker
+        # that the next start turns into a `failed` ack, and a log reader
+        # who sees "command.received" knows the marker is there.
         self._outbox.begin(command.id)
+        command_log.info("command.received")
         started = time.monotonic()
         try:
             outcome = await self._registry.dispatch(command.command, command.payload)
