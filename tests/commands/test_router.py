@@ -264,40 +264,45 @@ async def test_users_filter_commands_by_status_and_page_them(
     assert bad.status_code == 422
 
 
-async def test_commands_created_in_the_same_instant_keep_their_creation_order(
-    app: FastAPI, client: httpx.AsyncClient, db: AsyncSession, admin_headers: dict
+async def store_in_order(
+    db: AsyncSession, client_id: uuid.UUID, commands: list[tuple[str, datetime]]
 ) -> None:
-    device = await create_client(db)
-    same_time = datetime.fromisoformat("2026-12-03T12:00:00+00:00")
-    rows = [
-        Command(client_id=device.id, command=f"c{n}", created_at=same_time)
-        for n in range(5)
-    ]
-    for row in rows:
-        db.add(row)
+    """Store the (name, created_at) commands one by one, in the order given."""
+    for name, created_at in commands:
+        db.add(Command(client_id=client_id, command=name, created_at=created_at))
         await db.flush()
     await db.commit()
 
+
+async def listed_and_polled(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    device: ProvisionedClient,
+    admin_headers: dict[str, str],
+) -> tuple[list[str], list[str]]:
+    """The names of the client's commands as an admin lists them, then as it polls."""
     listed = await client.get(
         app.url_path_for("list_commands", client_id=str(device.id)),
         headers=admin_headers,
     )
     polled = await poll(app, client, device)
+    return (
+        [item["command"] for item in listed.json()],
+        [item["command"] for item in polled.json()],
+    )
 
-    assert [item["command"] for item in listed.json()] == [
-        "c4",
-        "c3",
-        "c2",
-        "c1",
-        "c0",
-    ]
-    assert [item["command"] for item in polled.json()] == [
-        "c0",
-        "c1",
-        "c2",
-        "c3",
-        "c4",
-    ]
+
+async def test_commands_created_in_the_same_instant_keep_their_creation_order(
+    app: FastAPI, client: httpx.AsyncClient, db: AsyncSession, admin_headers: dict
+) -> None:
+    device = await create_client(db)
+    same_time = datetime.fromisoformat("2026-12-03T12:00:00+00:00")
+    await store_in_order(db, device.id, [(f"c{n}", same_time) for n in range(5)])
+
+    listed, polled = await listed_and_polled(app, client, device, admin_headers)
+
+    assert listed == ["c4", "c3", "c2", "c1", "c0"]
+    assert polled == ["c0", "c1", "c2", "c3", "c4"]
 
 
 async def test_commands_stored_out_of_creation_order_follow_created_at(
@@ -308,28 +313,19 @@ async def test_commands_stored_out_of_creation_order_follow_created_at(
     # each command shows.
     device = await create_client(db)
     created = datetime.fromisoformat("2026-12-03T12:00:00+00:00")
-    for name, at in (
-        ("created second", created + timedelta(milliseconds=1)),
-        ("created first", created),
-    ):
-        db.add(Command(client_id=device.id, command=name, created_at=at))
-        await db.flush()
-    await db.commit()
-
-    listed = await client.get(
-        app.url_path_for("list_commands", client_id=str(device.id)),
-        headers=admin_headers,
+    await store_in_order(
+        db,
+        device.id,
+        [
+            ("created second", created + timedelta(milliseconds=1)),
+            ("created first", created),
+        ],
     )
-    polled = await poll(app, client, device)
 
-    assert [item["command"] for item in listed.json()] == [
-        "created second",
-        "created first",
-    ]
-    assert [item["command"] for item in polled.json()] == [
-        "created first",
-        "created second",
-    ]
+    listed, polled = await listed_and_polled(app, client, device, admin_headers)
+
+    assert listed == ["created second", "created first"]
+    assert polled == ["created first", "created second"]
 
 
 # --- poll ---------------------------------------------------------------------
