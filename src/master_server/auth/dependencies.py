@@ -6,6 +6,7 @@ session token on a device-only endpoint.
 """
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -37,8 +38,10 @@ async def bearer_token(credentials: Credentials) -> str:
 BearerToken = Annotated[str, Depends(bearer_token)]
 
 
-def require_token_kind(token: str, kind: TokenKind, name: str) -> None:
-    """Refuse a token that is not of `kind` before anything is looked up.
+def require_token_kind(
+    token: str, kinds: Collection[TokenKind], name: str
+) -> TokenKind:
+    """The token's kind, one of `kinds`; refused before anything is looked up.
 
     A token of another of our kinds is a `WrongTokenKind`, which tells the
     caller what to send instead; one of no kind of ours is simply not a
@@ -46,15 +49,15 @@ def require_token_kind(token: str, kind: TokenKind, name: str) -> None:
     will be once looked up.
     """
     found = token_kind(token)
-    if found is kind:
-        return
     if found is None:
         raise InvalidToken
-    raise WrongTokenKind(f"this endpoint needs a {name}")
+    if found not in kinds:
+        raise WrongTokenKind(f"this endpoint needs a {name}")
+    return found
 
 
 async def current_user(db: DbSession, token: BearerToken) -> AuthenticatedUser:
-    require_token_kind(token, TokenKind.SESSION, "user session token")
+    require_token_kind(token, {TokenKind.SESSION}, "user session token")
     return await auth_service.resolve_session(db, token)
 
 
@@ -94,7 +97,7 @@ async def resolve_client_token(request: Request, token: str) -> AuthenticatedCli
 
 
 async def current_client(request: Request, token: BearerToken) -> AuthenticatedClient:
-    require_token_kind(token, TokenKind.CLIENT, "client token")
+    require_token_kind(token, {TokenKind.CLIENT}, "client token")
     return await resolve_client_token(request, token)
 
 
@@ -105,15 +108,12 @@ Caller = AuthenticatedUser | AuthenticatedClient
 
 async def current_caller(request: Request, db: DbSession, token: BearerToken) -> Caller:
     """A user or a client, for the endpoints both may call."""
-    match token_kind(token):
-        case TokenKind.SESSION:
-            return await auth_service.resolve_session(db, token)
-        case TokenKind.CLIENT:
-            return await resolve_client_token(request, token)
-        case None:
-            raise InvalidToken
-        case _:
-            raise WrongTokenKind("this endpoint needs a user session or client token")
+    kind = require_token_kind(
+        token, {TokenKind.SESSION, TokenKind.CLIENT}, "user session or client token"
+    )
+    if kind is TokenKind.SESSION:
+        return await auth_service.resolve_session(db, token)
+    return await resolve_client_token(request, token)
 
 
 CurrentCaller = Annotated[Caller, Depends(current_caller)]

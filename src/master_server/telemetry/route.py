@@ -66,7 +66,7 @@ def hash_of_client_token(token: str | None) -> str:
     """`client_token_hash` for a bearer token already read from the request."""
     if not token:
         raise NotAuthenticated("missing bearer token")
-    require_token_kind(token, TokenKind.CLIENT, "client token")
+    require_token_kind(token, {TokenKind.CLIENT}, "client token")
     return hash_token(token)
 
 
