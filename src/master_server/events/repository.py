@@ -17,7 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from master_server.core.batching import PgConnection, SqliteCodec
 from master_server.core.deps import Page
-from master_server.heartbeats.repository import token_owners_sqlite
+from master_server.heartbeats.repository import (
+    OWNER_ID_SQL,
+    accepted_rows_sql,
+    token_owners_sqlite,
+)
 from master_server.models import Event, EventLevel
 
 
@@ -34,7 +38,7 @@ class EventRow:
 
 # $1 ids, $2 client ids, $3 token hashes, $4 levels, $5 messages, $6 data,
 # $7 times of receipt.
-_POSTGRESQL_STORE = """
+_POSTGRESQL_STORE = f"""
 WITH batch AS (
     SELECT * FROM unnest(
         $1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
@@ -43,26 +47,14 @@ WITH batch AS (
         id, client_id, token_hash, level, message, data, created_at, ordinal
     )
 ),
-owners AS (
-    -- The batch's clients, by id (as for heartbeats). A key-share lock: no
-    -- client can be deleted before the batch commits.
-    SELECT id, token_hash FROM clients
-    WHERE id = ANY($2::uuid[])
-    FOR KEY SHARE
-),
-accepted AS (
-    SELECT b.* FROM batch b
-    JOIN owners o ON o.id = b.client_id AND o.token_hash = b.token_hash
-),
+{accepted_rows_sql("$2")},
 stored AS (
     INSERT INTO events (id, client_id, level, message, data, created_at)
     SELECT id, client_id, level, message, CAST(data AS jsonb), created_at
     FROM accepted
     ORDER BY ordinal
 )
-SELECT coalesce(
-    a.client_id, (SELECT id FROM clients WHERE token_hash = b.token_hash)
-) AS owner_id
+SELECT {OWNER_ID_SQL} AS owner_id
 FROM batch b
 LEFT JOIN accepted a ON a.ordinal = b.ordinal
 ORDER BY b.ordinal

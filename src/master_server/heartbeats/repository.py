@@ -8,12 +8,10 @@ On PostgreSQL a whole batch is one statement, run on asyncpg (see
 `core.batching`): its arrays are unnested into rows, the batch's clients
 are share-locked and their tokens compared, the history is appended by a
 data-modifying CTE, and the pending commands are counted, all in one round
-trip. The clients are found by id, which cost PostgreSQL 5 % less CPU per
-batch than by token hash; only a refused heartbeat's token is looked up, to
-tell an unknown token (401) from another client's (404). One statement is
-also one transaction, so the writer runs it in autocommit and needs no BEGIN
-or COMMIT either. Its text is the same whatever the batch size, so asyncpg
-prepares it once.
+trip (events share the authenticating part, `accepted_rows_sql`). One
+statement is also one transaction, so the writer runs it in autocommit and
+needs no BEGIN or COMMIT either. Its text is the same whatever the batch
+size, so asyncpg prepares it once.
 
 On SQLite the whole batch runs as one function on the driver's thread (see
 `core.batching.run_in_sqlite_thread`), with plain SQL on sqlite3: there an
@@ -56,6 +54,35 @@ class Verdict:
     pending_commands: int
 
 
+def accepted_rows_sql(client_ids: str) -> str:
+    """The CTEs that authenticate a telemetry batch on PostgreSQL.
+
+    For a statement whose CTE `batch` has `client_id`, `token_hash` and
+    `ordinal` columns, and whose parameter `client_ids` holds the batch's
+    client ids: `accepted` is the rows whose token is their client's. The
+    clients are found by id, as a uuid key is cheaper to look up than a text
+    one, and key-share locked: none can be deleted, nor its token replaced,
+    before the batch commits. Pair it with `OWNER_ID_SQL`.
+    """
+    return f"""owners AS (
+    SELECT id, token_hash FROM clients
+    WHERE id = ANY({client_ids}::uuid[])
+    FOR KEY SHARE
+),
+accepted AS (
+    SELECT b.* FROM batch b
+    JOIN owners o ON o.id = b.client_id AND o.token_hash = b.token_hash
+)"""
+
+
+# The client holding each row's token, over `batch b LEFT JOIN accepted a ON
+# a.ordinal = b.ordinal`: only a refused row looks its token up, to tell an
+# unknown token (401) from another client's (404).
+OWNER_ID_SQL = """coalesce(
+    a.client_id, (SELECT id FROM clients WHERE token_hash = b.token_hash)
+)"""
+
+
 # $1 client ids, $2 token hashes, $3 times of receipt, $4 uptimes, $5 metrics.
 _POSTGRESQL_STORE = f"""
 WITH batch AS (
@@ -64,18 +91,7 @@ WITH batch AS (
     ) WITH ORDINALITY
         AS b(client_id, token_hash, received_at, uptime_s, metrics, ordinal)
 ),
-owners AS (
-    -- The batch's clients, found by id: a uuid key is cheaper to look up
-    -- than a text one. A key-share lock: no client can be deleted, nor its
-    -- token replaced, before the batch commits.
-    SELECT id, token_hash FROM clients
-    WHERE id = ANY($1::uuid[])
-    FOR KEY SHARE
-),
-accepted AS (
-    SELECT b.* FROM batch b
-    JOIN owners o ON o.id = b.client_id AND o.token_hash = b.token_hash
-),
+{accepted_rows_sql("$1")},
 stored AS (
     INSERT INTO heartbeats (client_id, uptime_s, metrics, created_at)
     SELECT client_id, uptime_s, CAST(metrics AS jsonb), received_at
@@ -87,11 +103,7 @@ pending AS (
     WHERE client_id IN (SELECT client_id FROM accepted) AND status = '{PENDING}'
     GROUP BY client_id
 )
-SELECT
-    -- Only a refused heartbeat looks its token up: whose it is, if anyone's.
-    coalesce(a.client_id, (SELECT id FROM clients WHERE token_hash = b.token_hash))
-        AS owner_id,
-    coalesce(p.commands, 0) AS pending_commands
+SELECT {OWNER_ID_SQL} AS owner_id, coalesce(p.commands, 0) AS pending_commands
 FROM batch b
 LEFT JOIN accepted a ON a.ordinal = b.ordinal
 LEFT JOIN pending p ON p.client_id = b.client_id
