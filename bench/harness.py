@@ -115,8 +115,7 @@ def parse_args(argv: list[str]) -> Plan:
         "--connections",
         type=int,
         default=128,
-        help="wrk -c (128: enough requests in flight to keep the server busy "
-        "while heartbeats wait for their commit)",
+        help="wrk -c (128; bench/README.md says why not fewer)",
     )
     parser.add_argument("--threads", type=int, default=1, help="wrk -t (1)")
     parser.add_argument(
